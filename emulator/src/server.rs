@@ -1,0 +1,139 @@
+//! Accept loop and the per-request wrapper that applies latency, faults and the request log.
+//!
+//! Connections are served with hyper directly so that a lost response can be emulated:
+//! the service returns an error and hyper closes the connection without answering.
+
+use std::net::IpAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use crate::api::{PeerIp, error_response};
+use crate::{FaultKind, RequestRecord, Shared, lock};
+
+/// Error returned to hyper to drop a connection without a response.
+#[derive(Debug)]
+struct LostResponse;
+
+impl std::fmt::Display for LostResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("response deliberately lost by fault injection")
+    }
+}
+
+impl std::error::Error for LostResponse {}
+
+/// Serves until `stop` turns true or its sender is gone; open connections are then aborted.
+pub(crate) async fn serve(listener: TcpListener, shared: Shared, mut stop: watch::Receiver<bool>) {
+    let router = crate::api::router(shared.clone()).merge(crate::control::router(shared.clone()));
+    let mut conns = JoinSet::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            accepted = listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let router = router.clone();
+                let ip = peer.ip();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        handle(shared.clone(), router.clone(), ip, req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
+fn is_control(path: &str) -> bool {
+    path == "/_emulator" || path.starts_with("/_emulator/")
+}
+
+async fn run(router: Router, ip: IpAddr, mut req: Request<Incoming>) -> Response<Body> {
+    req.extensions_mut().insert(PeerIp(ip));
+    match router.oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+async fn handle(
+    shared: Shared,
+    router: Router,
+    ip: IpAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, LostResponse> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    if is_control(&path) {
+        return Ok(run(router, ip, req).await);
+    }
+    let decision = lock(&shared).decide_faults(&method, &path);
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    let record = |status: Option<u16>| {
+        lock(&shared).requests.push(RequestRecord {
+            method: method.clone(),
+            path: path.clone(),
+            status,
+        });
+    };
+    match decision.action {
+        Some(FaultKind::Status {
+            status,
+            retry_after_secs,
+        }) => {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let message = code.canonical_reason().unwrap_or("Injected fault");
+            let mut resp = error_response(code, message);
+            if let Some(secs) = retry_after_secs {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            record(Some(code.as_u16()));
+            Ok(resp)
+        }
+        Some(FaultKind::Redirect { location }) => {
+            let mut resp = Response::new(Body::empty());
+            *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            record(Some(307));
+            Ok(resp)
+        }
+        Some(FaultKind::LostResponse) => {
+            // Perform the request fully (the handler's state changes happen), then drop it.
+            let resp = run(router, ip, req).await;
+            drop(resp);
+            record(None);
+            Err(LostResponse)
+        }
+        Some(FaultKind::Delay(_)) | None => {
+            let resp = run(router, ip, req).await;
+            record(Some(resp.status().as_u16()));
+            Ok(resp)
+        }
+    }
+}
