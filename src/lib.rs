@@ -1,2 +1,20 @@
-//! dynatrace-token-rotator: an AWS Lambda that rotates Dynatrace API tokens held in
-//! AWS Secrets Manager or HashiCorp Vault / OpenBao KV v2.
+//! dynatrace-token-rotator: an AWS Lambda that rotates Dynatrace API tokens held in AWS
+//! Secrets Manager (the four-step rotation protocol) or HashiCorp Vault / OpenBao KV v2
+//! (scheduled rotation), safe under retries, faults and concurrency.
+//!
+//! The rotation of one token lives in [`rotation`]; [`secrets_manager`] is the adapter for
+//! Secrets Manager's protocol. See DESIGN.md for the contract and README.md for the layout.
+
+pub mod config;
+pub mod deadline;
+pub mod document;
+pub mod dynatrace;
+pub mod environment;
+pub mod event;
+pub mod handler;
+pub mod logging;
+pub mod marker;
+pub mod policy;
+pub mod rotation;
+pub mod secret;
+pub mod secrets_manager;

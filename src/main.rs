@@ -1,1 +1,31 @@
-fn main() {}
+//! Lambda entry point: builds the shared dependencies once per execution environment and
+//! hands every invocation to [`handler::handle`].
+
+use dynatrace_token_rotator::config::Config;
+use dynatrace_token_rotator::deadline::Deadline;
+use dynatrace_token_rotator::dynatrace::{Dynatrace, RetrySettings};
+use dynatrace_token_rotator::handler::{self, Deps, HandlerError};
+use dynatrace_token_rotator::logging;
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::Value;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    logging::init();
+    let config =
+        Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let deps = Deps {
+        config,
+        secrets_manager: aws_sdk_secretsmanager::Client::new(&aws),
+        dynatrace: Dynatrace::new(RetrySettings::default())?,
+    };
+    let deps = &deps;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deadline = Deadline::from_epoch_millis(event.context.deadline);
+        handler::handle(deps, event.payload, deadline)
+            .await
+            .map_err(|e: HandlerError| e)
+    }))
+    .await
+}

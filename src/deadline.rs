@@ -1,0 +1,59 @@
+//! The time budget of one invocation. Retries and back-off stop early enough for the
+//! function to report a clear error instead of being killed by the Lambda timeout.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Time kept in reserve at the end of an invocation to report errors and clean up.
+const RESERVE: Duration = Duration::from_millis(1500);
+
+/// When the invocation must be done (`None`: no limit, as in some tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No limit.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// A deadline `d` from now.
+    pub fn after(d: Duration) -> Self {
+        Self(Some(Instant::now() + d))
+    }
+
+    /// The deadline from the Lambda context (milliseconds since the epoch).
+    pub fn from_epoch_millis(ms: u64) -> Self {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        if ms == 0 {
+            return Self::none();
+        }
+        Self(Some(
+            Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms)),
+        ))
+    }
+
+    /// Time left before the reserve, `None` when unlimited.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0.map(|at| {
+            at.saturating_duration_since(Instant::now())
+                .saturating_sub(RESERVE)
+        })
+    }
+
+    /// Whether waiting `wait` (and then doing a little work) still fits.
+    pub fn allows(&self, wait: Duration) -> bool {
+        self.remaining().is_none_or(|left| left > wait)
+    }
+
+    /// Caps a per-request timeout to the time left (at least 100 ms).
+    pub fn cap(&self, timeout: Duration) -> Duration {
+        self.remaining()
+            .map(|left| left.min(timeout).max(Duration::from_millis(100)))
+            .unwrap_or(timeout)
+    }
+}

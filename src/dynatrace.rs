@@ -1,0 +1,782 @@
+//! A typed client for the Dynatrace API token endpoints (Environment API v2) and event
+//! ingest, with the retry rules of `reference/dynatrace-token-api.md` §9:
+//!
+//! * `429` and `5xx` are retried with jittered exponential back-off (from `backon`),
+//!   honouring `Retry-After` when sent, and never past the invocation's [`Deadline`];
+//! * a `429` pauses *every* request to that environment (one back-off shared by all
+//!   concurrent rotations), so a storm slows a run down instead of failing paths;
+//! * transport errors are retried only for idempotent calls: a lost response to a create
+//!   may have minted a token, which only the caller can clean up (by its marker);
+//! * redirects are never followed, so the `Authorization` header cannot reach another origin.
+//!
+//! Token values travel only in the `Authorization` header and in JSON bodies, never in URLs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use crate::deadline::Deadline;
+use crate::environment::EnvironmentUrl;
+use crate::secret::{TokenValue, redact_text};
+
+/// Retry and timeout settings. The defaults suit Lambda; tests shorten the delays.
+#[derive(Debug, Clone)]
+pub struct RetrySettings {
+    /// Attempts per call, the first included.
+    pub max_attempts: usize,
+    /// First back-off delay (before jitter).
+    pub min_delay: Duration,
+    /// Longest single back-off delay.
+    pub max_delay: Duration,
+    /// Longest `Retry-After` honoured.
+    pub max_retry_after: Duration,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 6,
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(20),
+            max_retry_after: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Metadata of a token (`ApiToken`): list items, `GET {id}`, lookup. Every field optional,
+/// as in the published schema; never contains the secret.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiToken {
+    /// `prefix.public`.
+    pub id: Option<String>,
+    /// Display name (not unique).
+    pub name: Option<String>,
+    /// `false` = revoked.
+    pub enabled: Option<bool>,
+    /// Personal access token.
+    pub personal_access_token: Option<bool>,
+    /// Owning user.
+    pub owner: Option<String>,
+    /// Creation time.
+    pub creation_date: Option<String>,
+    /// Expiry; absent = never.
+    pub expiration_date: Option<String>,
+    /// Last use; absent = never used.
+    pub last_used_date: Option<String>,
+    /// Last change of name or scopes.
+    pub modified_date: Option<String>,
+    /// Scopes.
+    pub scopes: Option<Vec<String>>,
+}
+
+impl ApiToken {
+    /// The id, or `"<unknown id>"`.
+    pub fn id_str(&self) -> &str {
+        self.id.as_deref().unwrap_or("<unknown id>")
+    }
+    /// The name, or empty.
+    pub fn name_str(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+    /// Enabled unless Dynatrace says otherwise.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(true)
+    }
+    /// The scopes, or none.
+    pub fn scope_list(&self) -> Vec<String> {
+        self.scopes.clone().unwrap_or_default()
+    }
+    /// Parsed `creationDate`.
+    pub fn created(&self) -> Option<Timestamp> {
+        parse_time(&self.creation_date)
+    }
+    /// Parsed `expirationDate`.
+    pub fn expires(&self) -> Option<Timestamp> {
+        parse_time(&self.expiration_date)
+    }
+    /// Parsed `lastUsedDate`.
+    pub fn last_used(&self) -> Option<Timestamp> {
+        parse_time(&self.last_used_date)
+    }
+}
+
+fn parse_time(s: &Option<String>) -> Option<Timestamp> {
+    s.as_deref().and_then(|s| s.parse().ok())
+}
+
+/// Formats a time the way Dynatrace writes them: `2026-11-27T10:00:00.000Z`.
+pub fn format_time(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Body of `POST /api/v2/apiTokens`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewToken {
+    /// Name (carries the rotation marker).
+    pub name: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Expiry; `None` = never expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_date: Option<String>,
+}
+
+/// A freshly minted token: the only time its value is known.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Its id.
+    pub id: String,
+    /// Its value (redacted in `Debug`).
+    pub token: TokenValue,
+    /// Its expiry as Dynatrace reports it.
+    pub expiration_date: Option<String>,
+}
+
+/// Body of `PUT /api/v2/apiTokens/{id}`: every field optional.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TokenUpdate {
+    /// New name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Enable or disable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Complete new scope list (replaces).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// What went wrong talking to Dynatrace. Messages carry ids, statuses and Dynatrace's own
+/// (redacted) message, never a token value.
+#[derive(Debug, thiserror::Error)]
+pub enum DtError {
+    /// `401`: the authenticating token is invalid, disabled or expired.
+    #[error(
+        "Dynatrace {op} at {env}: authentication failed (401); the token used is unknown, disabled or expired"
+    )]
+    Unauthorized {
+        /// The operation.
+        op: &'static str,
+        /// The environment.
+        env: String,
+    },
+    /// `403`: the authenticating token lacks a scope.
+    #[error("Dynatrace {op} at {env}: permission denied (403): {message}")]
+    Forbidden {
+        /// The operation.
+        op: &'static str,
+        /// The environment.
+        env: String,
+        /// Dynatrace's message.
+        message: String,
+    },
+    /// `400`: the request was refused.
+    #[error("Dynatrace {op}: request refused (400): {message}")]
+    BadRequest {
+        /// The operation.
+        op: &'static str,
+        /// Dynatrace's message and constraint violations.
+        message: String,
+    },
+    /// `404`.
+    #[error("Dynatrace {op}: not found (404)")]
+    NotFound {
+        /// The operation.
+        op: &'static str,
+    },
+    /// `429`/`5xx` after every retry the time budget allowed.
+    #[error(
+        "Dynatrace {op}: still failing after {attempts} attempt(s), last status {status}: {message}; retry later"
+    )]
+    Unavailable {
+        /// The operation.
+        op: &'static str,
+        /// Last status.
+        status: u16,
+        /// Attempts made.
+        attempts: usize,
+        /// Dynatrace's message.
+        message: String,
+    },
+    /// A `3xx`: never followed.
+    #[error(
+        "Dynatrace {op}: answered with a redirect ({status}); redirects are not followed so credentials cannot reach another origin; check the environment URL"
+    )]
+    Redirect {
+        /// The operation.
+        op: &'static str,
+        /// The status.
+        status: u16,
+    },
+    /// Network failure or timeout. `ambiguous`: the request may have taken effect.
+    #[error("Dynatrace {op} at {env}: network error: {detail}")]
+    Transport {
+        /// The operation.
+        op: &'static str,
+        /// The environment.
+        env: String,
+        /// What happened.
+        detail: String,
+        /// The request may have been processed.
+        ambiguous: bool,
+    },
+    /// A response that does not match the API.
+    #[error("Dynatrace {op}: unexpected response: {detail}")]
+    Protocol {
+        /// The operation.
+        op: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl DtError {
+    /// Whether the request may have taken effect although no answer came back.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(
+            self,
+            DtError::Transport {
+                ambiguous: true,
+                ..
+            }
+        )
+    }
+}
+
+/// The Dynatrace client: one per execution environment, cheap to clone, shared by all
+/// rotations (the per-environment back-off lives here).
+#[derive(Clone)]
+pub struct Dynatrace {
+    http: reqwest::Client,
+    retry: Arc<RetrySettings>,
+    /// Per environment: no request before this instant (set by `429`).
+    paused_until: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+struct Reply {
+    status: u16,
+    body: Zeroizing<Vec<u8>>,
+}
+
+impl Dynatrace {
+    /// Builds the client with its own HTTP connection pool (no redirects, rustls).
+    pub fn new(retry: RetrySettings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!(
+                "dynatrace-token-rotator/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()?;
+        Ok(Self {
+            http,
+            retry: Arc::new(retry),
+            paused_until: Arc::default(),
+        })
+    }
+
+    /// `POST /api/v2/apiTokens/lookup` authenticated with `auth`: metadata of the token
+    /// whose value is `value`; `None` when Dynatrace does not know it.
+    pub async fn lookup(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        value: &TokenValue,
+        deadline: Deadline,
+    ) -> Result<Option<ApiToken>, DtError> {
+        let op = "token lookup";
+        let body = Zeroizing::new(serde_json::json!({ "token": value.expose() }).to_string());
+        let reply = self
+            .send(env, op, true, deadline, |c| {
+                c.post(env.join("/api/v2/apiTokens/lookup"))
+                    .header("Authorization", auth_header(auth))
+                    .header("Content-Type", "application/json; charset=utf-8")
+                    .body(body.as_bytes().to_vec())
+            })
+            .await?;
+        match reply.status {
+            200 => decode(op, &reply).map(Some),
+            404 => Ok(None),
+            _ => Err(status_error(op, env, &reply)),
+        }
+    }
+
+    /// `POST /api/v2/apiTokens`: mints a token. Not retried on transport errors (a lost
+    /// answer may still have minted it; the caller cleans up by marker).
+    pub async fn create(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        new: &NewToken,
+        deadline: Deadline,
+    ) -> Result<Created, DtError> {
+        let op = "token create";
+        let reply = self
+            .send(env, op, false, deadline, |c| {
+                c.post(env.join("/api/v2/apiTokens"))
+                    .header("Authorization", auth_header(auth))
+                    .json(new)
+            })
+            .await?;
+        if reply.status != 201 {
+            return Err(status_error(op, env, &reply));
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Raw {
+            id: String,
+            token: secrecy::SecretString,
+            expiration_date: Option<String>,
+        }
+        let raw: Raw = serde_json::from_slice(&reply.body).map_err(|e| DtError::Protocol {
+            op,
+            detail: format!("invalid create response: {}", e.classify_str()),
+        })?;
+        let token =
+            TokenValue::parse(secrecy::ExposeSecret::expose_secret(&raw.token)).map_err(|e| {
+                DtError::Protocol {
+                    op,
+                    detail: format!("minted token {} has an unexpected format: {e}", raw.id),
+                }
+            })?;
+        if token.derived_id().as_deref() != Some(raw.id.as_str()) {
+            return Err(DtError::Protocol {
+                op,
+                detail: format!("minted token value does not match its id {}", raw.id),
+            });
+        }
+        Ok(Created {
+            id: raw.id,
+            token,
+            expiration_date: raw.expiration_date,
+        })
+    }
+
+    /// `GET /api/v2/apiTokens/{id}`; `None` when unknown.
+    pub async fn get(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        id: &str,
+        deadline: Deadline,
+    ) -> Result<Option<ApiToken>, DtError> {
+        let op = "token read";
+        let url = token_url(env, id);
+        let reply = self
+            .send(env, op, true, deadline, |c| {
+                c.get(&url).header("Authorization", auth_header(auth))
+            })
+            .await?;
+        match reply.status {
+            200 => decode(op, &reply).map(Some),
+            404 => Ok(None),
+            _ => Err(status_error(op, env, &reply)),
+        }
+    }
+
+    /// `PUT /api/v2/apiTokens/{id}` (`204`). Idempotent, so retried on transport errors.
+    pub async fn update(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        id: &str,
+        update: &TokenUpdate,
+        deadline: Deadline,
+    ) -> Result<(), DtError> {
+        let op = "token update";
+        let url = token_url(env, id);
+        let reply = self
+            .send(env, op, true, deadline, |c| {
+                c.put(&url)
+                    .header("Authorization", auth_header(auth))
+                    .json(update)
+            })
+            .await?;
+        match reply.status {
+            200 | 204 => Ok(()),
+            _ => Err(status_error(op, env, &reply)),
+        }
+    }
+
+    /// `DELETE /api/v2/apiTokens/{id}`; `Ok(false)` when it was already gone.
+    pub async fn delete(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        id: &str,
+        deadline: Deadline,
+    ) -> Result<bool, DtError> {
+        let op = "token delete";
+        let url = token_url(env, id);
+        let reply = self
+            .send(env, op, true, deadline, |c| {
+                c.delete(&url).header("Authorization", auth_header(auth))
+            })
+            .await?;
+        match reply.status {
+            200 | 204 => Ok(true),
+            404 => Ok(false),
+            _ => Err(status_error(op, env, &reply)),
+        }
+    }
+
+    /// `GET /api/v2/apiTokens`, every page: the first request carries the filters, the
+    /// following ones only `nextPageKey`. `fields` uses Dynatrace's syntax (`+scopes,...`).
+    pub async fn list(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        selector: Option<&str>,
+        fields: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<ApiToken>, DtError> {
+        let op = "token list";
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            next_page_key: Option<String>,
+            #[serde(default)]
+            api_tokens: Vec<ApiToken>,
+        }
+        let url = env.join("/api/v2/apiTokens");
+        let mut tokens = Vec::new();
+        let mut next: Option<String> = None;
+        for _ in 0..10_000 {
+            let reply = self
+                .send(env, op, true, deadline, |c| {
+                    let req = c.get(&url).header("Authorization", auth_header(auth));
+                    match &next {
+                        Some(key) => req.query(&[("nextPageKey", key.as_str())]),
+                        None => {
+                            let mut q = vec![("pageSize", "1000"), ("fields", fields)];
+                            if let Some(s) = selector {
+                                q.push(("apiTokenSelector", s));
+                            }
+                            req.query(&q)
+                        }
+                    }
+                })
+                .await?;
+            if reply.status != 200 {
+                return Err(status_error(op, env, &reply));
+            }
+            let page: Page = decode(op, &reply)?;
+            tokens.extend(page.api_tokens);
+            match page.next_page_key {
+                Some(k) if !k.is_empty() => next = Some(k),
+                _ => return Ok(tokens),
+            }
+        }
+        Err(DtError::Protocol {
+            op,
+            detail: "more than 10000 pages; giving up".into(),
+        })
+    }
+
+    /// `POST /api/v2/events/ingest` of one event; checks the per-event status.
+    pub async fn ingest_event(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        event: &Value,
+        deadline: Deadline,
+    ) -> Result<(), DtError> {
+        let op = "event ingest";
+        let reply = self
+            .send(env, op, true, deadline, |c| {
+                c.post(env.join("/api/v2/events/ingest"))
+                    .header("Authorization", auth_header(auth))
+                    .json(event)
+            })
+            .await?;
+        if !(200..300).contains(&reply.status) {
+            return Err(status_error(op, env, &reply));
+        }
+        let v: Value = decode(op, &reply)?;
+        let bad: Vec<String> = v["eventIngestResults"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["status"].as_str())
+                    .filter(|s| *s != "OK")
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if bad.is_empty() {
+            Ok(())
+        } else {
+            Err(DtError::Protocol {
+                op,
+                detail: format!("event not accepted: {}", bad.join(", ")),
+            })
+        }
+    }
+
+    /// Sends with retries. Returns every final status except `3xx` (an error) and
+    /// exhausted `429`/`5xx`.
+    async fn send(
+        &self,
+        env: &EnvironmentUrl,
+        op: &'static str,
+        retry_transport: bool,
+        deadline: Deadline,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Reply, DtError> {
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(self.retry.min_delay)
+            .with_max_delay(self.retry.max_delay)
+            .with_jitter()
+            .with_max_times(self.retry.max_attempts.saturating_sub(1))
+            .build();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.wait_for_pause(env, op, deadline).await?;
+            let timeout = deadline.cap(self.retry.request_timeout);
+            let result = make(&self.http).timeout(timeout).send().await;
+            let (status, message, retry_after) = match result {
+                Err(e) => {
+                    let detail = describe_transport(&e);
+                    let ambiguous = !e.is_connect();
+                    match delays.next() {
+                        Some(d) if (retry_transport || !ambiguous) && deadline.allows(d) => {
+                            tracing::warn!(op, env = %env, attempt, error = %detail, "Dynatrace request failed; retrying");
+                            tokio::time::sleep(d).await;
+                            continue;
+                        }
+                        _ => {
+                            return Err(DtError::Transport {
+                                op,
+                                env: env.to_string(),
+                                detail,
+                                ambiguous,
+                            });
+                        }
+                    }
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = retry_after(&resp);
+                    let body = match resp.bytes().await {
+                        Ok(b) => Zeroizing::new(b.to_vec()),
+                        Err(e) => {
+                            let detail = describe_transport(&e);
+                            match delays.next() {
+                                Some(d) if retry_transport && deadline.allows(d) => {
+                                    tokio::time::sleep(d).await;
+                                    continue;
+                                }
+                                _ => {
+                                    return Err(DtError::Transport {
+                                        op,
+                                        env: env.to_string(),
+                                        detail,
+                                        ambiguous: true,
+                                    });
+                                }
+                            }
+                        }
+                    };
+                    let reply = Reply { status, body };
+                    if (300..400).contains(&status) {
+                        return Err(DtError::Redirect { op, status });
+                    }
+                    if status != 429 && !(500..600).contains(&status) {
+                        return Ok(reply);
+                    }
+                    (status, error_message(&reply), retry_after)
+                }
+            };
+            let backoff = delays.next();
+            let wait = match (retry_after, backoff) {
+                (_, None) => None,
+                (Some(ra), Some(_)) => Some(ra.min(self.retry.max_retry_after)),
+                (None, Some(d)) => Some(d),
+            };
+            match wait {
+                Some(d) if deadline.allows(d) => {
+                    tracing::warn!(op, env = %env, status, attempt, wait_ms = d.as_millis() as u64, "Dynatrace throttled or failed; backing off");
+                    if status == 429 {
+                        self.pause(env, d);
+                    }
+                    tokio::time::sleep(d).await;
+                }
+                _ => {
+                    return Err(DtError::Unavailable {
+                        op,
+                        status,
+                        attempts: attempt,
+                        message,
+                    });
+                }
+            }
+        }
+    }
+
+    fn pause(&self, env: &EnvironmentUrl, d: Duration) {
+        let until = Instant::now() + d;
+        let mut map = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = map.entry(env.as_str().to_owned()).or_insert(until);
+        if *slot < until {
+            *slot = until;
+        }
+    }
+
+    async fn wait_for_pause(
+        &self,
+        env: &EnvironmentUrl,
+        op: &'static str,
+        deadline: Deadline,
+    ) -> Result<(), DtError> {
+        let until = {
+            let map = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(env.as_str()).copied()
+        };
+        if let Some(until) = until {
+            let wait = until.saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                if !deadline.allows(wait) {
+                    return Err(DtError::Unavailable {
+                        op,
+                        status: 429,
+                        attempts: 0,
+                        message: "the environment is throttling and the invocation has no time left to wait".into(),
+                    });
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn auth_header(token: &TokenValue) -> reqwest::header::HeaderValue {
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Api-Token {}", token.expose()))
+        .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("Api-Token invalid"));
+    v.set_sensitive(true);
+    v
+}
+
+fn token_url(env: &EnvironmentUrl, id: &str) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    env.join(&format!("/api/v2/apiTokens/{encoded}"))
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn describe_transport(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke while reading the response"
+    } else {
+        "connection failed or closed without a response"
+    };
+    let path = e.url().map(|u| u.path().to_owned()).unwrap_or_default();
+    format!("{kind} ({path})")
+}
+
+trait ClassifyStr {
+    fn classify_str(&self) -> &'static str;
+}
+impl ClassifyStr for serde_json::Error {
+    fn classify_str(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O error",
+            serde_json::error::Category::Syntax => "not valid JSON",
+            serde_json::error::Category::Data => "JSON of the wrong shape",
+            serde_json::error::Category::Eof => "truncated JSON",
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(op: &'static str, reply: &Reply) -> Result<T, DtError> {
+    serde_json::from_slice(&reply.body).map_err(|e| DtError::Protocol {
+        op,
+        detail: format!(
+            "status {} with a body that is {}",
+            reply.status,
+            e.classify_str()
+        ),
+    })
+}
+
+/// Dynatrace's message from the error envelope, redacted and cut short.
+fn error_message(reply: &Reply) -> String {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Inner {
+        message: Option<String>,
+        #[serde(default)]
+        constraint_violations: Vec<Violation>,
+    }
+    #[derive(Deserialize)]
+    struct Violation {
+        path: Option<String>,
+        message: Option<String>,
+    }
+    let text = match serde_json::from_slice::<Envelope>(&reply.body) {
+        Ok(env) => {
+            let mut m = env.error.message.unwrap_or_default();
+            for v in env.error.constraint_violations.iter().take(10) {
+                m.push_str(&format!(
+                    "; {}: {}",
+                    v.path.as_deref().unwrap_or("?"),
+                    v.message.as_deref().unwrap_or("")
+                ));
+            }
+            m
+        }
+        Err(_) if reply.body.is_empty() => "(empty body)".to_owned(),
+        Err(_) => "(no error envelope in the body)".to_owned(),
+    };
+    redact_text(&text, 400)
+}
+
+fn status_error(op: &'static str, env: &EnvironmentUrl, reply: &Reply) -> DtError {
+    let message = error_message(reply);
+    match reply.status {
+        400 => DtError::BadRequest { op, message },
+        401 => DtError::Unauthorized {
+            op,
+            env: env.to_string(),
+        },
+        403 => DtError::Forbidden {
+            op,
+            env: env.to_string(),
+            message,
+        },
+        404 => DtError::NotFound { op },
+        status => DtError::Protocol {
+            op,
+            detail: format!("unexpected status {status}: {message}"),
+        },
+    }
+}

@@ -1,0 +1,237 @@
+//! The invocation kinds (DESIGN.md §4, §6), decoded from the raw JSON payload so that one
+//! function serves Secrets Manager, EventBridge (rules and Scheduler), SQS and direct
+//! invocations, and so that a malformed event gets a clear error instead of a generic
+//! deserialisation failure.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::secret::RotationToken;
+use crate::secrets_manager::{Step, StepRequest};
+
+/// Largest event accepted, in bytes of JSON (Lambda's own limit for synchronous calls is 6 MB).
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// A `rotate-vault` action (direct, scheduled with input, or an SQS record body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VaultAction {
+    /// Always `rotate-vault`.
+    pub action: String,
+    /// Explicit KV paths.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// A prefix to list recursively instead.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Rotate even when not due.
+    #[serde(default)]
+    pub force: bool,
+    /// Report only; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// One SQS record: its id and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqsRecord {
+    /// `messageId`, echoed in `batchItemFailures`.
+    pub message_id: String,
+    /// The body (a `rotate-vault` action, as JSON text).
+    pub body: String,
+}
+
+/// What the function was invoked to do.
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    /// A Secrets Manager rotation step.
+    Rotation(StepRequest),
+    /// Rotate Vault paths.
+    RotateVault(VaultAction),
+    /// An EventBridge scheduled event without input: rotate the configured Vault paths.
+    Scheduled,
+    /// SQS fan-out.
+    Sqs(Vec<SqsRecord>),
+    /// Clean up unreferenced minted tokens.
+    Sweep {
+        /// Report only.
+        dry_run: bool,
+    },
+    /// Token hygiene report.
+    Audit,
+}
+
+/// Why an event was not understood. Never echoes values (the event may carry a
+/// `RotationToken`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// Structurally wrong.
+    #[error("malformed event: {0}")]
+    Malformed(String),
+    /// `Step` is not one of the four.
+    #[error("unknown Step `{0}`: expected createSecret, setSecret, testSecret or finishSecret")]
+    UnknownStep(String),
+    /// `action` is not known.
+    #[error("unknown action `{0}`: expected rotate-vault, sweep or audit")]
+    UnknownAction(String),
+}
+
+fn field<'a>(v: &'a Value, name: &'static str) -> Result<&'a str, EventError> {
+    match v.get(name) {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 2048 => Ok(s),
+        Some(Value::String(_)) => Err(EventError::Malformed(format!(
+            "`{name}` must be a non-empty string of at most 2048 characters"
+        ))),
+        Some(_) => Err(EventError::Malformed(format!("`{name}` must be a string"))),
+        None => Err(EventError::Malformed(format!("`{name}` is missing"))),
+    }
+}
+
+fn shown(s: &str) -> String {
+    crate::secret::redact_text(s, 64)
+}
+
+/// Decodes a payload into an [`Invocation`].
+pub fn parse(v: Value) -> Result<Invocation, EventError> {
+    if !v.is_object() {
+        return Err(EventError::Malformed(
+            "the event must be a JSON object".into(),
+        ));
+    }
+    if v.get("Step").is_some() {
+        let step_name = field(&v, "Step")?;
+        let step =
+            Step::parse(step_name).ok_or_else(|| EventError::UnknownStep(shown(step_name)))?;
+        let rotation_token = match v.get("RotationToken") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(RotationToken::new(s.clone())),
+            Some(_) => {
+                return Err(EventError::Malformed(
+                    "`RotationToken` must be a string".into(),
+                ));
+            }
+        };
+        return Ok(Invocation::Rotation(StepRequest {
+            secret_id: field(&v, "SecretId")?.to_owned(),
+            client_request_token: field(&v, "ClientRequestToken")?.to_owned(),
+            step,
+            rotation_token,
+        }));
+    }
+    if let Some(records) = v.get("Records") {
+        let records = records
+            .as_array()
+            .ok_or_else(|| EventError::Malformed("`Records` must be an array".into()))?;
+        let mut out = Vec::with_capacity(records.len());
+        for r in records {
+            if r.get("eventSource").and_then(Value::as_str) != Some("aws:sqs") {
+                return Err(EventError::Malformed(
+                    "only SQS records (eventSource aws:sqs) are supported".into(),
+                ));
+            }
+            out.push(SqsRecord {
+                message_id: field(r, "messageId")?.to_owned(),
+                body: field(r, "body")?.to_owned(),
+            });
+        }
+        return Ok(Invocation::Sqs(out));
+    }
+    if v.get("source").and_then(Value::as_str) == Some("aws.events")
+        || v.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
+    {
+        return Ok(Invocation::Scheduled);
+    }
+    match v.get("action") {
+        Some(Value::String(a)) => match a.as_str() {
+            "rotate-vault" => serde_json::from_value(v.clone())
+                .map(Invocation::RotateVault)
+                .map_err(|e| EventError::Malformed(format!("rotate-vault action: {}", shown(&e.to_string())))),
+            "sweep" => Ok(Invocation::Sweep { dry_run: v.get("dryRun").and_then(Value::as_bool).unwrap_or(false) }),
+            "audit" => Ok(Invocation::Audit),
+            other => Err(EventError::UnknownAction(shown(other))),
+        },
+        Some(_) => Err(EventError::Malformed("`action` must be a string".into())),
+        None => Err(EventError::Malformed(
+            "not a Secrets Manager rotation step (Step), an action (action), a scheduled event or an SQS event".into(),
+        )),
+    }
+}
+
+/// Parses an SQS record body as a `rotate-vault` action.
+pub fn parse_action(body: &str) -> Result<VaultAction, EventError> {
+    let v: Value = serde_json::from_str(body)
+        .map_err(|_| EventError::Malformed("the SQS message body is not JSON".into()))?;
+    match parse(v)? {
+        Invocation::RotateVault(a) => Ok(a),
+        _ => Err(EventError::Malformed(
+            "an SQS message body must be a rotate-vault action".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_each_kind() {
+        let step = parse(json!({"Step":"createSecret","SecretId":"s","ClientRequestToken":"v","RotationToken":"SECRET-RT"})).unwrap();
+        let Invocation::Rotation(r) = step else {
+            panic!()
+        };
+        assert_eq!(r.step, Step::Create);
+        assert!(!format!("{r:?}").contains("SECRET-RT"));
+        assert!(matches!(
+            parse(json!({"source":"aws.events","detail-type":"Scheduled Event","detail":{}}))
+                .unwrap(),
+            Invocation::Scheduled
+        ));
+        let Invocation::RotateVault(a) =
+            parse(json!({"action":"rotate-vault","paths":["a"],"dryRun":true})).unwrap()
+        else {
+            panic!()
+        };
+        assert!(a.dry_run && a.paths == ["a"]);
+        assert!(matches!(
+            parse(json!({"action":"sweep"})).unwrap(),
+            Invocation::Sweep { dry_run: false }
+        ));
+        let Invocation::Sqs(rs) =
+            parse(json!({"Records":[{"eventSource":"aws:sqs","messageId":"m1","body":"{}"}]}))
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(rs[0].message_id, "m1");
+    }
+
+    #[test]
+    fn refuses_bad_events_clearly() {
+        assert_eq!(
+            parse(json!({"Step":"rotateSecret","SecretId":"s","ClientRequestToken":"v"}))
+                .unwrap_err(),
+            EventError::UnknownStep("rotateSecret".into())
+        );
+        assert!(matches!(
+            parse(json!({"Step":"createSecret","SecretId":"s"})).unwrap_err(),
+            EventError::Malformed(_)
+        ));
+        assert!(matches!(
+            parse(json!([1, 2])).unwrap_err(),
+            EventError::Malformed(_)
+        ));
+        assert!(matches!(
+            parse(json!({"hello":"world"})).unwrap_err(),
+            EventError::Malformed(_)
+        ));
+        assert!(matches!(
+            parse(json!({"action":"rotate-vault","pathz":[]})).unwrap_err(),
+            EventError::Malformed(_)
+        ));
+        assert!(matches!(
+            parse(json!({"action":"dance"})).unwrap_err(),
+            EventError::UnknownAction(_)
+        ));
+    }
+}

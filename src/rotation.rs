@@ -1,0 +1,533 @@
+//! The rotation of one token, shared by both backends (DESIGN.md §3): inspect the current
+//! token by its value, mint its successor under a rotation marker, prove the successor by
+//! authenticating with it, revoke old tokens by policy, and find/clean up what an
+//! interrupted attempt left behind. The backends decide *when* each step runs and how the
+//! result is stored; this module decides *what* happens at Dynatrace.
+
+use jiff::Timestamp;
+
+use crate::config::Config;
+use crate::deadline::Deadline;
+use crate::document::{DocumentError, SecretDocument};
+use crate::dynatrace::{ApiToken, Created, DtError, Dynatrace, NewToken, TokenUpdate, format_time};
+use crate::environment::{EnvironmentUrl, UrlError};
+use crate::marker::{self, Marker};
+use crate::policy::{self, ForbiddenScopes, OldTokenAction};
+use crate::secret::TokenValue;
+
+/// A manager token (`apiTokens.read` + `apiTokens.write`) bound to its environment; it is
+/// only ever sent there.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    /// Its environment.
+    pub env: EnvironmentUrl,
+    /// Its value (redacted in `Debug`).
+    pub token: TokenValue,
+    /// Where it was read from (secret id or Vault path), for messages.
+    pub source: String,
+}
+
+impl Manager {
+    /// Builds a manager from its stored document, which must name its environment.
+    pub fn from_document(doc: SecretDocument, source: &str) -> Result<Self, RotationError> {
+        let raw = doc.environment_url.as_deref().ok_or_else(|| {
+            RotationError::ManagerWithoutEnvironment {
+                source_id: source.to_owned(),
+            }
+        })?;
+        let env = EnvironmentUrl::parse(raw).map_err(|e| RotationError::BadManagerUrl {
+            source_id: source.to_owned(),
+            error: e,
+        })?;
+        Ok(Self {
+            env,
+            token: doc.token,
+            source: source.to_owned(),
+        })
+    }
+}
+
+/// What went wrong in the rotation of one token. Messages name ids and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    /// The stored document is unusable.
+    #[error("{0}")]
+    Document(#[from] DocumentError),
+    /// The document's `environmentUrl` is refused.
+    #[error("the secret's environmentUrl is refused: {0}")]
+    BadEnvironmentUrl(UrlError),
+    /// The document's environment has no configured manager.
+    #[error(
+        "the secret's environment {env} matches no configured manager token ({known}); the manager token is only sent to its own environment"
+    )]
+    EnvironmentMismatch {
+        /// The secret's environment.
+        env: String,
+        /// Environments of the managers.
+        known: String,
+    },
+    /// No `environmentUrl` and several managers.
+    #[error(
+        "the secret has no environmentUrl and {0} manager tokens are configured; add environmentUrl to the secret"
+    )]
+    AmbiguousEnvironment(usize),
+    /// No manager configured at all.
+    #[error("no manager token is configured (DT_MANAGER_SECRET_IDS or VAULT_MANAGER_PATH)")]
+    NoManager,
+    /// A manager document without `environmentUrl`.
+    #[error(
+        "manager token document {source_id} has no environmentUrl; add it so the token is only sent to its own environment"
+    )]
+    ManagerWithoutEnvironment {
+        /// Where it came from.
+        source_id: String,
+    },
+    /// A manager document with a refused URL.
+    #[error("manager token document {source_id}: environmentUrl refused: {error}")]
+    BadManagerUrl {
+        /// Where it came from.
+        source_id: String,
+        /// Why.
+        error: UrlError,
+    },
+    /// The current token holds a forbidden scope.
+    #[error("token {id}: {source}")]
+    Forbidden {
+        /// The token.
+        id: String,
+        /// The scopes.
+        source: ForbiddenScopes,
+    },
+    /// Dynatrace does not know the stored token.
+    #[error("the stored token{} is unknown to {env} (lookup answered 404): it was deleted, or belongs to another environment; store a valid token", .id.as_deref().map(|i| format!(" {i}")).unwrap_or_default())]
+    CurrentTokenUnknown {
+        /// Its id, when derivable.
+        id: Option<String>,
+        /// The environment asked.
+        env: String,
+    },
+    /// The freshly minted token did not pass its proof.
+    #[error("new token {id} failed its check: {reason}")]
+    ProofFailed {
+        /// The new token.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Refusing to revoke the manager token itself.
+    #[error(
+        "token {0} is the manager token; the rotator never revokes the token it authenticates with"
+    )]
+    ManagerProtected(String),
+    /// A Dynatrace call failed.
+    #[error("{context}: {source}")]
+    Dynatrace {
+        /// What the rotator was doing.
+        context: String,
+        /// The failure.
+        source: DtError,
+    },
+}
+
+/// Wraps a Dynatrace error with what the rotator was doing.
+pub fn dt(context: impl Into<String>) -> impl FnOnce(DtError) -> RotationError {
+    move |source| RotationError::Dynatrace {
+        context: context.into(),
+        source,
+    }
+}
+
+/// Picks the manager for a secret whose document names `doc_env` (DESIGN.md §2, §5).
+pub fn select_manager<'a>(
+    managers: &'a [Manager],
+    doc_env: Option<&str>,
+) -> Result<&'a Manager, RotationError> {
+    if managers.is_empty() {
+        return Err(RotationError::NoManager);
+    }
+    match doc_env {
+        Some(raw) => {
+            let env = EnvironmentUrl::parse(raw).map_err(RotationError::BadEnvironmentUrl)?;
+            managers.iter().find(|m| m.env == env).ok_or_else(|| {
+                RotationError::EnvironmentMismatch {
+                    env: env.to_string(),
+                    known: managers
+                        .iter()
+                        .map(|m| m.env.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            })
+        }
+        None if managers.len() == 1 => Ok(&managers[0]),
+        None => Err(RotationError::AmbiguousEnvironment(managers.len())),
+    }
+}
+
+/// What the rotator knows of the current token after looking it up by value.
+#[derive(Debug, Clone)]
+pub struct TokenFacts {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// Whether it is enabled.
+    pub enabled: bool,
+    /// Creation time.
+    pub created: Option<Timestamp>,
+    /// Expiry.
+    pub expires: Option<Timestamp>,
+}
+
+/// Step 1: looks the current token up **by its value** (scopes are only ever copied from a
+/// token whose value the secret holds).
+pub async fn inspect(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    value: &TokenValue,
+    deadline: Deadline,
+) -> Result<TokenFacts, RotationError> {
+    let found = dt_client
+        .lookup(&mgr.env, &mgr.token, value, deadline)
+        .await
+        .map_err(dt("looking up the current token"))?;
+    let t = found.ok_or_else(|| RotationError::CurrentTokenUnknown {
+        id: value.derived_id(),
+        env: mgr.env.to_string(),
+    })?;
+    let id =
+        t.id.clone()
+            .or_else(|| value.derived_id())
+            .ok_or_else(|| RotationError::Dynatrace {
+                context: "looking up the current token".into(),
+                source: DtError::Protocol {
+                    op: "token lookup",
+                    detail: "the answer has no id".into(),
+                },
+            })?;
+    if !t.is_enabled() {
+        tracing::warn!(token_id = %id, "the current token is disabled; rotating it anyway");
+    }
+    Ok(TokenFacts {
+        id,
+        name: t.name_str().to_owned(),
+        scopes: t.scope_list(),
+        enabled: t.is_enabled(),
+        created: t.created(),
+        expires: t.expires(),
+    })
+}
+
+/// What a rotation will mint.
+#[derive(Debug, Clone)]
+pub struct MintPlan {
+    /// The new token's name (with the marker).
+    pub name: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// Its expiry.
+    pub expires: Option<Timestamp>,
+}
+
+/// Step 2a (pure): the new token's name, scopes and expiry under the configured policy.
+pub fn plan(
+    config: &Config,
+    facts: &TokenFacts,
+    marker: &Marker,
+    now: Timestamp,
+) -> Result<MintPlan, RotationError> {
+    let scopes = intended_scopes(config, facts)?;
+    Ok(MintPlan {
+        name: marker.name_for(&facts.name),
+        scopes,
+        expires: policy::expiry(
+            config.token_lifetime_days,
+            facts.created,
+            facts.expires,
+            now,
+        ),
+    })
+}
+
+/// The scopes a successor of `facts` gets (forbidden scopes refuse, removed ones drop).
+pub fn intended_scopes(config: &Config, facts: &TokenFacts) -> Result<Vec<String>, RotationError> {
+    let plan = policy::plan_scopes(&facts.scopes, &config.forbidden_scopes).map_err(|source| {
+        RotationError::Forbidden {
+            id: facts.id.clone(),
+            source,
+        }
+    })?;
+    if !plan.dropped.is_empty() {
+        tracing::warn!(token_id = %facts.id, dropped = ?plan.dropped, "scopes Dynatrace no longer grants are not copied");
+    }
+    Ok(plan.scopes)
+}
+
+/// Step 2b: mints the token. When the answer to the create is lost (the token may exist
+/// without us knowing its value), deletes whatever carries this rotation's marker and
+/// tries once more.
+pub async fn mint(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    plan: &MintPlan,
+    marker: &Marker,
+    deadline: Deadline,
+) -> Result<Created, RotationError> {
+    let body = NewToken {
+        name: plan.name.clone(),
+        scopes: plan.scopes.clone(),
+        expiration_date: plan.expires.map(format_time),
+    };
+    let created = match dt_client
+        .create(&mgr.env, &mgr.token, &body, deadline)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) if e.is_ambiguous() => {
+            tracing::warn!(error = %e, marker = %marker.tag(), "the create call may have minted a token without answering; removing it and minting again");
+            delete_marked(dt_client, mgr, marker, &[], deadline).await?;
+            dt_client
+                .create(&mgr.env, &mgr.token, &body, deadline)
+                .await
+                .map_err(dt("minting the new token"))?
+        }
+        Err(e) => return Err(dt("minting the new token")(e)),
+    };
+    tracing::info!(token_id = %created.id, scopes = ?plan.scopes, expires = ?created.expiration_date, "minted new token");
+    Ok(created)
+}
+
+/// Step 3: proves a token works by authenticating **with the token itself** (lookup
+/// accepts any scope) and checks that it is enabled and holds `expected` scopes.
+pub async fn prove(
+    dt_client: &Dynatrace,
+    env: &EnvironmentUrl,
+    value: &TokenValue,
+    expected: &[String],
+    deadline: Deadline,
+) -> Result<(), RotationError> {
+    let id = value
+        .derived_id()
+        .unwrap_or_else(|| "<legacy token>".into());
+    let fail = |reason: String| RotationError::ProofFailed {
+        id: id.clone(),
+        reason,
+    };
+    let info = match dt_client.lookup(env, value, value, deadline).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(fail("Dynatrace does not know it (404)".into())),
+        Err(DtError::Unauthorized { .. }) => {
+            return Err(fail(
+                "Dynatrace refuses it (401): disabled, expired or unknown".into(),
+            ));
+        }
+        Err(e) => return Err(dt(format!("checking new token {id}"))(e)),
+    };
+    if !info.is_enabled() {
+        return Err(fail("it is disabled".into()));
+    }
+    let scopes = info.scope_list();
+    if !policy::same_scopes(&scopes, expected) {
+        return Err(fail(format!(
+            "it holds scopes {scopes:?}, expected {expected:?}"
+        )));
+    }
+    tracing::info!(token_id = %id, "new token proven by authenticating with it");
+    Ok(())
+}
+
+/// The result of revoking one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// Disabled (and renamed with the date) now.
+    Disabled,
+    /// It was already disabled.
+    AlreadyDisabled,
+    /// Deleted now.
+    Deleted,
+    /// It did not exist any more.
+    Gone,
+}
+
+/// Step 6: revokes token `id` per `action`, authenticated with the manager. Idempotent.
+/// Never revokes the manager token itself.
+pub async fn revoke(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    id: &str,
+    action: OldTokenAction,
+    today: jiff::civil::Date,
+    deadline: Deadline,
+) -> Result<Revoked, RotationError> {
+    if mgr.token.derived_id().as_deref() == Some(id) {
+        return Err(RotationError::ManagerProtected(id.to_owned()));
+    }
+    let outcome = match action {
+        OldTokenAction::Delete => {
+            if dt_client
+                .delete(&mgr.env, &mgr.token, id, deadline)
+                .await
+                .map_err(dt(format!("deleting old token {id}")))?
+            {
+                Revoked::Deleted
+            } else {
+                Revoked::Gone
+            }
+        }
+        OldTokenAction::Disable => {
+            let Some(t) = dt_client
+                .get(&mgr.env, &mgr.token, id, deadline)
+                .await
+                .map_err(dt(format!("reading old token {id}")))?
+            else {
+                return Ok(Revoked::Gone);
+            };
+            if !t.is_enabled() && marker::disabled_on(t.name_str()).is_some() {
+                Revoked::AlreadyDisabled
+            } else {
+                let update = TokenUpdate {
+                    name: Some(marker::disabled_name(t.name_str(), today)),
+                    enabled: Some(false),
+                    scopes: None,
+                };
+                match dt_client
+                    .update(&mgr.env, &mgr.token, id, &update, deadline)
+                    .await
+                {
+                    Ok(()) => Revoked::Disabled,
+                    Err(DtError::NotFound { .. }) => Revoked::Gone,
+                    Err(e) => return Err(dt(format!("disabling old token {id}"))(e)),
+                }
+            }
+        }
+    };
+    tracing::info!(token_id = %id, outcome = ?outcome, "revoked old token");
+    Ok(outcome)
+}
+
+/// Every token in `mgr`'s environment that the rotator minted for the secret `secret_key`
+/// (see [`Marker::secret_key`]).
+pub async fn minted_for_secret(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    secret_key: &str,
+    deadline: Deadline,
+) -> Result<Vec<ApiToken>, RotationError> {
+    let all = dt_client
+        .list(&mgr.env, &mgr.token, None, "+modifiedDate", deadline)
+        .await
+        .map_err(dt("listing tokens"))?;
+    Ok(all
+        .into_iter()
+        .filter(|t| marker::parse(t.name_str()).is_some_and(|(s, _)| s == secret_key))
+        .collect())
+}
+
+/// Deletes the tokens carrying exactly `marker`, except the ids in `keep`: what an
+/// interrupted attempt of the same rotation minted (its value is lost, so it can never
+/// be stored). Returns the ids deleted.
+pub async fn delete_marked(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    marker: &Marker,
+    keep: &[&str],
+    deadline: Deadline,
+) -> Result<Vec<String>, RotationError> {
+    let tag = marker.tag();
+    let mut deleted = Vec::new();
+    for t in minted_for_secret(dt_client, mgr, marker.secret_key(), deadline).await? {
+        let id = t.id_str().to_owned();
+        if t.name_str().contains(&tag) && !keep.contains(&id.as_str()) {
+            dt_client
+                .delete(&mgr.env, &mgr.token, &id, deadline)
+                .await
+                .map_err(dt(format!("deleting orphaned token {id}")))?;
+            tracing::info!(token_id = %id, "deleted a token an interrupted attempt minted");
+            deleted.push(id);
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes a token minted by this run that must not survive (its storing failed, or
+/// another run won). Best effort: a failure is logged, and the next run or the sweep
+/// finds the token by its marker.
+pub async fn discard(dt_client: &Dynatrace, mgr: &Manager, id: &str, deadline: Deadline) {
+    match dt_client.delete(&mgr.env, &mgr.token, id, deadline).await {
+        Ok(_) => tracing::info!(token_id = %id, "deleted the token this attempt minted"),
+        Err(e) => {
+            tracing::warn!(token_id = %id, error = %e, "could not delete the token this attempt minted; the next run or the sweep will")
+        }
+    }
+}
+
+/// The id of the token stored in `doc`: from the value, the document, or a lookup.
+pub async fn token_id_of(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    doc: &SecretDocument,
+    deadline: Deadline,
+) -> Result<Option<String>, RotationError> {
+    if let Some(id) = doc.token.derived_id() {
+        return Ok(Some(id));
+    }
+    if let Some(id) = &doc.token_id {
+        return Ok(Some(id.clone()));
+    }
+    let found = dt_client
+        .lookup(&mgr.env, &mgr.token, &doc.token, deadline)
+        .await
+        .map_err(dt("looking up a stored legacy token"))?;
+    Ok(found.and_then(|t| t.id))
+}
+
+/// Posts the `CUSTOM_INFO` event of a rotation (`DT_EVENTS=on`). Failures are logged, not
+/// fatal: the rotation itself succeeded.
+pub async fn report_event(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    where_: &str,
+    old_id: &str,
+    new_id: &str,
+    deadline: Deadline,
+) {
+    let event = serde_json::json!({
+        "eventType": "CUSTOM_INFO",
+        "title": format!("API token rotated: {old_id}"),
+        "properties": {
+            "rotation.oldTokenId": old_id,
+            "rotation.newTokenId": new_id,
+            "rotation.secret": where_,
+            "rotation.tool": "dynatrace-token-rotator",
+        }
+    });
+    if let Err(e) = dt_client
+        .ingest_event(&mgr.env, &mgr.token, &event, deadline)
+        .await
+    {
+        tracing::warn!(error = %e, "could not post the rotation event");
+    }
+}
+
+/// The configuration check of `testSecret` when nothing was minted: the current token
+/// authenticates by itself and is enabled.
+pub async fn prove_current(
+    dt_client: &Dynatrace,
+    env: &EnvironmentUrl,
+    value: &TokenValue,
+    deadline: Deadline,
+) -> Result<(), RotationError> {
+    let id = value
+        .derived_id()
+        .unwrap_or_else(|| "<legacy token>".into());
+    match dt_client.lookup(env, value, value, deadline).await {
+        Ok(Some(info)) if info.is_enabled() => Ok(()),
+        Ok(_) | Err(DtError::Unauthorized { .. }) => Err(RotationError::ProofFailed {
+            id,
+            reason: "the current token does not authenticate (disabled, expired or unknown)".into(),
+        }),
+        Err(e) => Err(dt(format!("checking current token {id}"))(e)),
+    }
+}
