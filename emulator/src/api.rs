@@ -161,7 +161,7 @@ fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Resp> {
         let what = match e.classify() {
             serde_json::error::Category::Data => {
                 let msg = e.to_string();
-                if msg.contains('"') || msg.contains('`') && msg.contains("invalid value") {
+                if msg.contains('"') || (msg.contains('`') && msg.contains("invalid value")) {
                     "Invalid value type".to_string()
                 } else {
                     msg.split(" at line")

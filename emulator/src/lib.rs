@@ -22,6 +22,8 @@
 //! Control calls are never subject to faults or latency and are not recorded.
 //! The emulator never prints or logs token values.
 
+#![warn(missing_docs)]
+
 mod api;
 mod control;
 mod model;

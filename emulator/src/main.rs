@@ -3,12 +3,11 @@
 //! Starts the emulator, prints `listening http://127.0.0.1:PORT` on stdout and serves until
 //! SIGTERM/SIGINT or, unless `--ignore-stdin` is given, until stdin reaches EOF.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use dynatrace_emulator::Emulator;
-use tokio::io::AsyncReadExt;
 
 fn usage() -> ExitCode {
     eprintln!("usage: dynatrace-emulator [--listen 127.0.0.1:PORT] [--ignore-stdin]");
@@ -54,17 +53,24 @@ async fn main() -> ExitCode {
 }
 
 async fn wait_for_stop(watch_stdin: bool) {
-    let stdin_eof = async {
-        if !watch_stdin {
-            return std::future::pending::<()>().await;
-        }
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 1024];
-        loop {
-            match stdin.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+    // Read stdin on a plain thread: a blocked tokio stdin read would hold up runtime shutdown.
+    let (eof_tx, eof_rx) = tokio::sync::oneshot::channel::<()>();
+    if watch_stdin {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            let mut stdin = std::io::stdin().lock();
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
             }
+            let _ = eof_tx.send(());
+        });
+    }
+    let stdin_eof = async {
+        if eof_rx.await.is_err() {
+            // `--ignore-stdin`: the sender was dropped unused; never finish.
+            std::future::pending::<()>().await;
         }
     };
     #[cfg(unix)]

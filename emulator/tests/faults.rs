@@ -454,3 +454,26 @@ fn binary_prints_listening_line_and_stops_on_stdin_eof() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[tokio::test]
+async fn one_pooled_client_survives_a_lost_response() {
+    let (emu, mgr) = setup().await;
+    let c = client();
+    let get = || {
+        c.get(format!("{}{CREATE}", emu.url()))
+            .header("Authorization", format!("Api-Token {}", mgr.value))
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(get().await.unwrap().status().as_u16(), 200);
+    }
+    emu.add_fault(FaultRule::any(FaultKind::LostResponse).skip(1).times(1));
+    assert_eq!(get().await.unwrap().status().as_u16(), 200);
+    assert!(get().await.is_err());
+    assert_eq!(get().await.unwrap().status().as_u16(), 200);
+    let statuses: Vec<Option<u16>> = emu.requests().iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        vec![Some(200), Some(200), Some(200), Some(200), None, Some(200)]
+    );
+}
