@@ -32,6 +32,15 @@ pub fn filter(level: Option<&str>) -> EnvFilter {
     f
 }
 
+/// The filter as a directive string (for test log captures that must filter like `main`).
+pub fn directives(level: &str) -> String {
+    let mut d = level.to_owned();
+    for target in CAPPED {
+        d.push_str(&format!(",{target}=info"));
+    }
+    d
+}
+
 /// Installs the JSON subscriber for the Lambda (once, in `main`).
 pub fn init() {
     let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")

@@ -315,6 +315,9 @@ pub async fn run_step(
         if req.step == Step::Finish {
             report.revoked = finish_after_move(ctx, req, &described, deadline).await?;
         }
+        if let Ok(Some(doc)) = get_document(ctx.sm, secret, Some(version), CURRENT).await {
+            report.token_id = doc.known_token_id();
+        }
         return Ok(report);
     }
     if !described.has(version, PENDING) {

@@ -1,0 +1,273 @@
+//! Shared fixture of the integration tests: the emulator in-process, the shared
+//! `moto_server`, a seeded manager token, the handler's dependencies with fast retries,
+//! a log capture, and the inspectors the invariants are checked with.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_secretsmanager::Client as SmClient;
+use dynatrace_emulator::{Emulator, SeedToken, Seeded, TokenState};
+use dynatrace_token_rotator::config::Config;
+use dynatrace_token_rotator::deadline::Deadline;
+use dynatrace_token_rotator::dynatrace::{Dynatrace, RetrySettings};
+use dynatrace_token_rotator::handler::{self, Deps, HandlerError};
+use dynatrace_token_rotator::{logging, marker};
+use rotator_sandbox::{LogCapture, Moto, sm};
+use serde_json::{Value, json};
+
+/// Scopes of the manager token.
+pub const MANAGER_SCOPES: &[&str] = &["apiTokens.read", "apiTokens.write", "events.ingest"];
+/// Scopes of the application token the tests rotate.
+pub const APP_SCOPES: &[&str] = &["metrics.read", "metrics.ingest", "logs.ingest"];
+/// The RotationToken the tests send (must never be logged).
+pub const ROTATION_TOKEN: &str = "RT-opaque-7a1f9c2e-NEVER-LOG-ME";
+
+/// Retry settings that keep tests fast but still exercise every retry path.
+pub fn fast_retries() -> RetrySettings {
+    RetrySettings {
+        max_attempts: 4,
+        min_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(40),
+        max_retry_after: Duration::from_millis(60),
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+/// One test's world: emulator, moto, manager, handler dependencies, logs.
+pub struct World {
+    pub emu: Emulator,
+    pub sm: SmClient,
+    pub manager: Seeded,
+    pub manager_secret: String,
+    pub deps: Deps,
+    pub logs: LogCapture,
+    _guard: tracing::subscriber::DefaultGuard,
+    /// Everything the handler answered (responses and errors), for the leak check.
+    pub outputs: std::cell::RefCell<Vec<String>>,
+}
+
+impl World {
+    /// A world with the default configuration plus `vars`.
+    pub async fn new(vars: &[(&str, &str)]) -> World {
+        Self::with_retries(vars, fast_retries()).await
+    }
+
+    /// A world with explicit retry settings.
+    pub async fn with_retries(vars: &[(&str, &str)], retries: RetrySettings) -> World {
+        let (guard, logs) = LogCapture::install_with_filter(&logging::directives("trace"));
+        let emu = Emulator::start().await;
+        let moto = Moto::shared();
+        let sm = moto.client();
+        let manager = emu.seed_token(SeedToken::new("rotator manager", MANAGER_SCOPES));
+        let manager_secret = format!("dynatrace/manager-{}", rotator_sandbox::unique_suffix());
+        sm::create_secret(
+            &sm,
+            &manager_secret,
+            &json!({"environmentUrl": emu.url(), "token": manager.value}).to_string(),
+        )
+        .await
+        .expect("create manager secret");
+        let mut map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.entry("DT_MANAGER_SECRET_IDS".into())
+            .or_insert_with(|| manager_secret.clone());
+        let config =
+            Config::from_lookup(|k| map.get(k).cloned()).expect("valid test configuration");
+        let deps = Deps {
+            config,
+            secrets_manager: sm.clone(),
+            dynatrace: Dynatrace::new(retries).expect("http client"),
+        };
+        World {
+            emu,
+            sm,
+            manager,
+            manager_secret,
+            deps,
+            logs,
+            _guard: guard,
+            outputs: Default::default(),
+        }
+    }
+
+    /// Seeds an application token and a secret holding it (plus `extra` fields); returns
+    /// (secret name, token).
+    pub async fn app_secret(&self, extra: Value) -> (String, Seeded) {
+        let token = self
+            .emu
+            .seed_token(SeedToken::new("app1 metrics", APP_SCOPES));
+        let mut doc = json!({"environmentUrl": self.emu.url(), "token": token.value});
+        if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+        let name = self.secret_with(&doc.to_string()).await;
+        (name, token)
+    }
+
+    /// Creates a secret with exactly `value`; returns its name.
+    pub async fn secret_with(&self, value: &str) -> String {
+        let name = format!("dynatrace/app-{}", rotator_sandbox::unique_suffix());
+        sm::create_secret(&self.sm, &name, value)
+            .await
+            .expect("create secret");
+        name
+    }
+
+    /// Puts the secret into the pending state, as Secrets Manager does before `createSecret`.
+    pub async fn begin(&self, secret: &str) -> String {
+        sm::begin_rotation(&self.sm, secret, sm::LAMBDA_ARN)
+            .await
+            .expect("begin rotation")
+    }
+
+    /// Invokes the handler with a raw payload.
+    pub async fn invoke(&self, payload: Value) -> Result<Value, HandlerError> {
+        let out = handler::handle(
+            &self.deps,
+            payload,
+            Deadline::after(Duration::from_secs(60)),
+        )
+        .await;
+        self.outputs.borrow_mut().push(match &out {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("{e} {e:?}"),
+        });
+        out
+    }
+
+    /// Invokes one step of the rotation of `secret` at `version`.
+    pub async fn step(
+        &self,
+        secret: &str,
+        version: &str,
+        step: &str,
+    ) -> Result<Value, HandlerError> {
+        self.invoke(json!({"Step": step, "SecretId": secret, "ClientRequestToken": version, "RotationToken": ROTATION_TOKEN}))
+            .await
+    }
+
+    /// Runs the four steps in order, failing the test on any error.
+    pub async fn steps(&self, secret: &str, version: &str) {
+        for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+            self.step(secret, version, step)
+                .await
+                .unwrap_or_else(|e| panic!("{step} failed: {e}"));
+        }
+    }
+
+    /// Begins and completes a rotation; returns the version.
+    pub async fn rotate(&self, secret: &str) -> String {
+        let version = self.begin(secret).await;
+        self.steps(secret, &version).await;
+        version
+    }
+
+    /// The secret's version → labels map.
+    pub async fn stages(&self, secret: &str) -> BTreeMap<String, Vec<String>> {
+        sm::stages(&self.sm, secret).await.expect("stages")
+    }
+
+    /// The parsed document under `stage`.
+    pub async fn doc(&self, secret: &str, stage: &str) -> Option<Value> {
+        sm::value_at(&self.sm, secret, stage)
+            .await
+            .expect("value")
+            .map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)))
+    }
+
+    /// The token id stored under `stage`.
+    pub async fn token_id_at(&self, secret: &str, stage: &str) -> Option<String> {
+        let doc = self.doc(secret, stage).await?;
+        let value = doc
+            .get("token")
+            .and_then(Value::as_str)
+            .or(doc.as_str())?
+            .to_owned();
+        Some(value[..value.rfind('.')?].to_owned())
+    }
+
+    /// The emulator's token `id`.
+    pub fn token(&self, id: &str) -> TokenState {
+        self.emu
+            .token(id)
+            .unwrap_or_else(|| panic!("token {id} does not exist"))
+    }
+
+    /// Tokens the rotator minted (carrying a marker), live or not.
+    pub fn minted(&self) -> Vec<TokenState> {
+        self.emu
+            .tokens()
+            .into_iter()
+            .filter(|t| marker::is_minted(&t.name))
+            .collect()
+    }
+
+    /// Enabled tokens the rotator minted.
+    pub fn live_minted(&self) -> Vec<TokenState> {
+        self.minted().into_iter().filter(|t| t.enabled).collect()
+    }
+
+    /// DESIGN.md §3 invariants for a Secrets Manager secret: AWSCURRENT live and enabled;
+    /// every labelled token not revoked (unless `revoked_ok` names it); no live minted token
+    /// that no label references.
+    pub async fn assert_invariants(&self, secret: &str) {
+        let current = self
+            .token_id_at(secret, sm::AWSCURRENT)
+            .await
+            .expect("AWSCURRENT has a token");
+        let t = self.token(&current);
+        assert!(t.enabled, "AWSCURRENT token {current} is disabled");
+        let mut referenced = vec![current];
+        for stage in [sm::AWSPREVIOUS, sm::AWSPENDING] {
+            if let Some(id) = self.token_id_at(secret, stage).await {
+                let t = self
+                    .emu
+                    .token(&id)
+                    .unwrap_or_else(|| panic!("{stage} token {id} was deleted"));
+                assert!(t.enabled, "{stage} token {id} is disabled");
+                referenced.push(id);
+            }
+        }
+        let orphans: Vec<_> = self
+            .live_minted()
+            .into_iter()
+            .filter(|t| !referenced.contains(&t.id))
+            .map(|t| t.id)
+            .collect();
+        assert!(
+            orphans.is_empty(),
+            "live minted tokens no label references: {orphans:?}"
+        );
+    }
+
+    /// No token value the emulator ever issued, and no RotationToken, in any log line or
+    /// handler output of this test.
+    pub fn assert_no_leaks(&self) {
+        let mut haystack = self.logs.text();
+        for o in self.outputs.borrow().iter() {
+            haystack.push_str(o);
+        }
+        for value in self.emu.issued_values() {
+            assert!(
+                !haystack.contains(&value),
+                "a token value leaked into logs or outputs"
+            );
+            // the secret part alone must not appear either
+            if let Some(secret_part) = value.rsplit('.').next().filter(|s| s.len() >= 20) {
+                assert!(
+                    !haystack.contains(secret_part),
+                    "a token's secret part leaked"
+                );
+            }
+        }
+        assert!(
+            !haystack.contains(ROTATION_TOKEN),
+            "the RotationToken leaked"
+        );
+    }
+}
