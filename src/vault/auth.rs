@@ -171,7 +171,8 @@ impl Session {
 
     /// Called after `refused` got a `403`. Returns `Ok(true)` when a different token is now
     /// current (someone else already logged in again, or this call did), so the request is
-    /// worth repeating once; `Ok(false)` when logging in again cannot help (static token).
+    /// worth repeating once; `Ok(false)` when logging in again cannot help: a static token, or
+    /// a token that `lookup-self` shows is still alive (the 403 is then a policy denial).
     pub async fn relogin(&self, refused: &SecretString) -> Result<bool, VaultError> {
         self.relogin_until(refused, None).await
     }
@@ -190,6 +191,11 @@ impl Session {
             && s.token.expose_secret() != refused.expose_secret()
         {
             return Ok(true);
+        }
+        if self.token_is_alive(refused, deadline).await {
+            // The token is valid: the 403 is a policy decision a new login would not change,
+            // and logging in would only leave another live token behind.
+            return Ok(false);
         }
         tracing::info!(method = %self.method.label(), "Vault refused the token; logging in again");
         *state = Some(self.do_login(deadline).await?);
@@ -228,6 +234,28 @@ impl Session {
         } else {
             Err(resp.api_error("revoke", path))
         }
+    }
+
+    /// `auth/token/lookup-self` with `token`: `true` only on success (any failure, including a
+    /// token without the default policy, counts as "not known to be alive").
+    async fn token_is_alive(&self, token: &SecretString, deadline: Option<Instant>) -> bool {
+        let path = "auth/token/lookup-self";
+        let resp = self
+            .http
+            .send(
+                &Req {
+                    method: Method::GET,
+                    url: self.http.url(&[path]),
+                    body: None,
+                    token: Some(token),
+                    idempotent: true,
+                    op: "token lookup",
+                    path,
+                },
+                deadline,
+            )
+            .await;
+        matches!(resp, Ok(r) if r.status.is_success())
     }
 
     async fn do_login(&self, deadline: Option<Instant>) -> Result<TokenState, VaultError> {

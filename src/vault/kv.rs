@@ -424,7 +424,8 @@ impl KvClient {
     }
 
     /// Sends a request with the session token; on `403` logs in again once (single-flight in
-    /// the session) and repeats; a second `403` is [`VaultError::PermissionDenied`].
+    /// the session; skipped when the token is still alive) and repeats; a second `403` is
+    /// [`VaultError::PermissionDenied`].
     async fn execute(
         &self,
         op: &'static str,
