@@ -487,17 +487,9 @@ async fn namespace_header() {
         CasWrite::Written { version: 1 }
     );
     assert_eq!(kv.list_recursive("").await.unwrap(), vec!["dynatrace/app1"]);
-    // The same path in the root namespace is untouched.
-    assert!(matches!(
-        root_kv("secret").read("dynatrace/app1").await.unwrap(),
-        KvRead::Missing | KvRead::Present(_)
-    ));
-    let (status, _) = root_call("GET", "secret/data/dynatrace/app1", None).await;
-    if status == 200 {
-        // Another test may have written it; it must not be ours.
-        let (_, v) = root_call("GET", "secret/data/dynatrace/app1", None).await;
-        assert_ne!(v["data"]["data"]["token"], "ns-token");
-    }
+    // The same path in the root namespace never sees the namespaced value.
+    let (_, v) = root_call("GET", "secret/data/dynatrace/app1", None).await;
+    assert_ne!(v["data"]["data"]["token"], "ns-token");
 
     // A namespace that does not exist is an error, never "Missing".
     let s = settings("secret", Some("no-such-ns/"));
@@ -739,20 +731,30 @@ struct Stub {
 
 /// Serves `responses` in order (the last one repeats), recording each request.
 fn stub(responses: Vec<Canned>) -> Stub {
+    stub_fn(move |_, i| {
+        let c = &responses[i.min(responses.len() - 1)];
+        Canned {
+            status: c.status,
+            headers: c.headers.clone(),
+            body: c.body.clone(),
+        }
+    })
+}
+
+/// Answers each request with `respond(request, index)`, recording each request.
+fn stub_fn(respond: impl Fn(&Recorded, usize) -> Canned + Send + 'static) -> Stub {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
     let requests = Arc::new(Mutex::new(Vec::new()));
     let recorded = requests.clone();
     std::thread::spawn(move || {
-        let mut i = 0;
-        for conn in listener.incoming() {
+        for (i, conn) in listener.incoming().enumerate() {
             let Ok(mut conn) = conn else { continue };
             let Some(req) = read_request(&mut conn) else {
                 continue;
             };
+            let c = respond(&req, i);
             recorded.lock().unwrap().push(req);
-            let c = &responses[i.min(responses.len() - 1)];
-            i += 1;
             let mut head = format!(
                 "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
                 c.status,
@@ -810,6 +812,51 @@ fn stub_kv(stub: &Stub, token: &str) -> KvClient {
         AuthMethod::Token(SecretString::from(token.to_owned())),
     ));
     KvClient::new(http_client().unwrap(), s, session)
+}
+
+#[tokio::test]
+async fn concurrent_refusals_trigger_a_single_relogin() {
+    // Logins hand out s.gen1, s.gen2, ...; s.gen1 is "revoked" (403 everywhere).
+    let logins = Arc::new(AtomicU32::new(0));
+    let counter = logins.clone();
+    let s = stub_fn(move |req, _| {
+        if req.path == "/v1/auth/approle/login" {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            return canned(
+                200,
+                &format!(r#"{{"auth":{{"client_token":"s.gen{n}","lease_duration":600}}}}"#),
+            );
+        }
+        if req.header("x-vault-token") == Some("s.gen1") {
+            return canned(403, r#"{"errors":["permission denied"]}"#);
+        }
+        canned(
+            200,
+            r#"{"data":{"data":{"token":"v"},"metadata":{"version":1}}}"#,
+        )
+    });
+    let settings = VaultSettings::new(s.url.clone(), None, "secret").unwrap();
+    let session = Arc::new(Session::new(
+        http_client().unwrap(),
+        &settings,
+        AuthMethod::AppRole {
+            role_id: "rid".into(),
+            secret_id: SecretString::from("sid".to_owned()),
+        },
+    ));
+    session.login().await.unwrap();
+    assert_eq!(session.token().await.unwrap().expose_secret(), "s.gen1");
+    let kv = KvClient::new(http_client().unwrap(), settings, session.clone());
+    let reads = futures::future::join_all((0..8).map(|_| kv.read("x"))).await;
+    assert!(reads.iter().all(|r| matches!(r, Ok(KvRead::Present(_)))));
+    assert_eq!(logins.load(Ordering::SeqCst), 2);
+    assert_eq!(session.token().await.unwrap().expose_secret(), "s.gen2");
+    // The refused token was checked with lookup-self before logging in again.
+    let reqs = s.requests.lock().unwrap();
+    assert!(
+        reqs.iter().any(|r| r.path == "/v1/auth/token/lookup-self"
+            && r.header("x-vault-token") == Some("s.gen1"))
+    );
 }
 
 #[tokio::test]

@@ -288,6 +288,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn urls() {
+        let t = Transport::new(
+            reqwest::Client::new(),
+            url::Url::parse("https://vault.example.com/proxy/").unwrap(),
+            None,
+        );
+        assert_eq!(
+            t.url(&["secret", "data", "dynatrace/app 1"]).as_str(),
+            "https://vault.example.com/proxy/v1/secret/data/dynatrace/app%201"
+        );
+        assert_eq!(
+            t.url(&["secret", "metadata", "dynatrace/"]).as_str(),
+            "https://vault.example.com/proxy/v1/secret/metadata/dynatrace/"
+        );
+        assert_eq!(
+            t.url(&["secret", "metadata", ""]).as_str(),
+            "https://vault.example.com/proxy/v1/secret/metadata/"
+        );
+        assert_eq!(
+            t.url(&["secret", "data", "a?b#c"]).as_str(),
+            "https://vault.example.com/proxy/v1/secret/data/a%3Fb%23c"
+        );
+    }
+
+    #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
         assert_eq!(
