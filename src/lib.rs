@@ -18,3 +18,4 @@ pub mod policy;
 pub mod rotation;
 pub mod secret;
 pub mod secrets_manager;
+pub mod vault;

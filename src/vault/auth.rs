@@ -1,0 +1,512 @@
+//! Vault/OpenBao authentication: a static token, AppRole, or AWS IAM (a SigV4-signed STS
+//! `GetCallerIdentity` request that Vault replays), and a [`Session`] that holds the current
+//! token and logs in again, once, when a token is refused.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::VaultError;
+use super::http::{Req, Transport};
+
+/// The STS endpoint the IAM login request is signed for; Vault replays it to its own configured
+/// STS endpoint using this URL's host.
+pub const STS_URL: &str = "https://sts.amazonaws.com/";
+/// The signed STS request body.
+pub const STS_BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
+/// Content type of the signed STS request.
+pub const STS_CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
+/// Header Vault checks against its `iam_server_id_header_value` (replay protection).
+pub const IAM_SERVER_ID_HEADER: &str = "X-Vault-AWS-IAM-Server-ID";
+/// Default mount of the AWS auth method.
+pub const DEFAULT_AWS_MOUNT: &str = "aws";
+/// Default STS signing region (matches the global endpoint Vault uses by default).
+pub const DEFAULT_AWS_REGION: &str = "us-east-1";
+
+/// Log in this long before a login token's lease ends.
+const RENEW_MARGIN: Duration = Duration::from_secs(30);
+
+/// How the rotator authenticates to Vault (DESIGN §5 `VAULT_AUTH_METHOD`). `Debug` redacts
+/// the secrets (`SecretString` prints `[REDACTED]`).
+#[derive(Clone, Debug)]
+pub enum AuthMethod {
+    /// A ready token (`VAULT_TOKEN`); it cannot be renewed by logging in again.
+    Token(SecretString),
+    /// AppRole login at `auth/approle/login` (`VAULT_ROLE_ID`, `VAULT_SECRET_ID`).
+    AppRole {
+        /// The role id (an identifier, not a secret on its own).
+        role_id: String,
+        /// The secret id (a credential).
+        secret_id: SecretString,
+    },
+    /// AWS IAM login: the Lambda's execution role signs an STS `GetCallerIdentity` request.
+    Aws {
+        /// Vault role name (`VAULT_AWS_ROLE`).
+        role: String,
+        /// Auth mount (`VAULT_AWS_MOUNT`, default `aws`).
+        mount: String,
+        /// Value for `X-Vault-AWS-IAM-Server-ID` (`VAULT_IAM_SERVER_ID`), signed when set.
+        server_id: Option<String>,
+        /// STS signing region, default `us-east-1`.
+        region: String,
+    },
+}
+
+impl AuthMethod {
+    /// A short, secret-free label for messages and logs.
+    pub fn label(&self) -> String {
+        match self {
+            AuthMethod::Token(_) => "token".to_owned(),
+            AuthMethod::AppRole { .. } => "approle".to_owned(),
+            AuthMethod::Aws { role, mount, .. } => format!("aws (mount {mount:?}, role {role:?})"),
+        }
+    }
+}
+
+/// The token currently in use and, for login tokens, when it should be replaced.
+struct TokenState {
+    token: SecretString,
+    renew_at: Option<Instant>,
+}
+
+/// Holds the Vault token for one configuration and obtains a new one when needed.
+///
+/// Logins are single-flight: the state sits behind one async mutex held across the login call,
+/// so concurrent callers whose token was refused wait for one login and then share its token.
+pub struct Session {
+    http: Transport,
+    method: AuthMethod,
+    aws_credentials: Option<SharedCredentialsProvider>,
+    state: Mutex<Option<TokenState>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let has_token = self.state.try_lock().map(|s| s.is_some()).ok();
+        f.debug_struct("Session")
+            .field("method", &self.method)
+            .field("namespace", &self.http.namespace())
+            .field(
+                "token",
+                &match has_token {
+                    Some(true) => "[REDACTED]",
+                    Some(false) => "none",
+                    None => "[busy]",
+                },
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session for `settings.addr` / `settings.namespace` (logins happen inside the
+    /// namespace). `client` must have redirects disabled (see [`super::http_client`]).
+    /// Nothing is sent until the first [`Session::token`] or [`Session::login`].
+    pub fn new(
+        client: reqwest::Client,
+        settings: &super::VaultSettings,
+        method: AuthMethod,
+    ) -> Self {
+        Self {
+            http: Transport::new(client, settings.addr.clone(), settings.namespace.clone()),
+            method,
+            aws_credentials: None,
+            state: Mutex::new(None),
+        }
+    }
+
+    /// Supplies the AWS credentials used to sign the IAM login (in Lambda: from `aws_config`).
+    pub fn with_aws_credentials(mut self, provider: SharedCredentialsProvider) -> Self {
+        self.aws_credentials = Some(provider);
+        self
+    }
+
+    /// The configured auth method.
+    pub fn method(&self) -> &AuthMethod {
+        &self.method
+    }
+
+    /// Logs in now (replacing any current token). For [`AuthMethod::Token`] this just installs
+    /// the token.
+    pub async fn login(&self) -> Result<(), VaultError> {
+        self.login_until(None).await
+    }
+
+    /// [`Session::login`] bounded by a deadline.
+    pub async fn login_until(&self, deadline: Option<Instant>) -> Result<(), VaultError> {
+        let mut state = self.state.lock().await;
+        *state = Some(self.do_login(deadline).await?);
+        Ok(())
+    }
+
+    /// The token to send, logging in first if there is none yet or the login lease is about to
+    /// end.
+    pub async fn token(&self) -> Result<SecretString, VaultError> {
+        self.token_until(None).await
+    }
+
+    /// [`Session::token`] bounded by a deadline.
+    pub async fn token_until(&self, deadline: Option<Instant>) -> Result<SecretString, VaultError> {
+        let mut state = self.state.lock().await;
+        let fresh = match state.as_ref() {
+            Some(s) => s.renew_at.is_none_or(|at| Instant::now() < at),
+            None => false,
+        };
+        if !fresh {
+            *state = Some(self.do_login(deadline).await?);
+        }
+        Ok(state.as_ref().expect("set above").token.clone())
+    }
+
+    /// Called after `refused` got a `403`. Returns `Ok(true)` when a different token is now
+    /// current (someone else already logged in again, or this call did), so the request is
+    /// worth repeating once; `Ok(false)` when logging in again cannot help: a static token, or
+    /// a token that `lookup-self` shows is still alive (the 403 is then a policy denial).
+    pub async fn relogin(&self, refused: &SecretString) -> Result<bool, VaultError> {
+        self.relogin_until(refused, None).await
+    }
+
+    /// [`Session::relogin`] bounded by a deadline.
+    pub async fn relogin_until(
+        &self,
+        refused: &SecretString,
+        deadline: Option<Instant>,
+    ) -> Result<bool, VaultError> {
+        if matches!(self.method, AuthMethod::Token(_)) {
+            return Ok(false);
+        }
+        let mut state = self.state.lock().await;
+        if let Some(s) = state.as_ref()
+            && s.token.expose_secret() != refused.expose_secret()
+        {
+            return Ok(true);
+        }
+        if self.token_is_alive(refused, deadline).await {
+            // The token is valid: the 403 is a policy decision a new login would not change,
+            // and logging in would only leave another live token behind.
+            return Ok(false);
+        }
+        tracing::info!(method = %self.method.label(), "Vault refused the token; logging in again");
+        *state = Some(self.do_login(deadline).await?);
+        Ok(true)
+    }
+
+    /// Revokes a token obtained by login (`auth/token/revoke-self`) and forgets it; a static
+    /// token is left alone. Call at the end of an invocation so short-lived tokens do not pile up.
+    pub async fn revoke(&self) -> Result<(), VaultError> {
+        if matches!(self.method, AuthMethod::Token(_)) {
+            return Ok(());
+        }
+        let mut state = self.state.lock().await;
+        let Some(current) = state.take() else {
+            return Ok(());
+        };
+        let path = "auth/token/revoke-self";
+        let resp = self
+            .http
+            .send(
+                &Req {
+                    method: Method::POST,
+                    url: self.http.url(&[path]),
+                    body: None,
+                    token: Some(&current.token),
+                    idempotent: true,
+                    op: "revoke",
+                    path,
+                },
+                None,
+            )
+            .await?;
+        if resp.status.is_success() || resp.status == StatusCode::FORBIDDEN {
+            // 403: already revoked or expired.
+            Ok(())
+        } else {
+            Err(resp.api_error("revoke", path))
+        }
+    }
+
+    /// `auth/token/lookup-self` with `token`: `true` only on success (any failure, including a
+    /// token without the default policy, counts as "not known to be alive").
+    async fn token_is_alive(&self, token: &SecretString, deadline: Option<Instant>) -> bool {
+        let path = "auth/token/lookup-self";
+        let resp = self
+            .http
+            .send(
+                &Req {
+                    method: Method::GET,
+                    url: self.http.url(&[path]),
+                    body: None,
+                    token: Some(token),
+                    idempotent: true,
+                    op: "token lookup",
+                    path,
+                },
+                deadline,
+            )
+            .await;
+        matches!(resp, Ok(r) if r.status.is_success())
+    }
+
+    async fn do_login(&self, deadline: Option<Instant>) -> Result<TokenState, VaultError> {
+        let (path, body) = match &self.method {
+            AuthMethod::Token(t) => {
+                return Ok(TokenState {
+                    token: t.clone(),
+                    renew_at: None,
+                });
+            }
+            AuthMethod::AppRole { role_id, secret_id } => (
+                "auth/approle/login".to_owned(),
+                json!({"role_id": role_id, "secret_id": secret_id.expose_secret()}),
+            ),
+            AuthMethod::Aws {
+                role,
+                mount,
+                server_id,
+                region,
+            } => {
+                let provider = self.aws_credentials.as_ref().ok_or_else(|| {
+                    VaultError::InvalidConfig(
+                        "VAULT_AUTH_METHOD=aws needs AWS credentials, but none were supplied to the session".into(),
+                    )
+                })?;
+                let creds = provider.provide_credentials().await.map_err(|e| {
+                    VaultError::Aws(format!(
+                        "could not load AWS credentials to sign the login: {e}"
+                    ))
+                })?;
+                let body = build_iam_login_body(
+                    &creds,
+                    role,
+                    server_id.as_deref(),
+                    region,
+                    SystemTime::now(),
+                )?;
+                (format!("auth/{}/login", mount.trim_matches('/')), body)
+            }
+        };
+        let bytes = zeroize::Zeroizing::new(
+            serde_json::to_vec(&body).expect("serialising a JSON value cannot fail"),
+        );
+        drop(body);
+        let started = Instant::now();
+        let resp = self
+            .http
+            .send(
+                &Req {
+                    method: Method::POST,
+                    url: self.http.url(&[&path]),
+                    body: Some((&bytes, "application/json")),
+                    token: None,
+                    idempotent: false,
+                    op: "login",
+                    path: &path,
+                },
+                deadline,
+            )
+            .await?;
+        let label = self.method.label();
+        if !resp.status.is_success() {
+            let hint = match resp.status.as_u16() {
+                400 | 401 | 403 => match &self.method {
+                    AuthMethod::AppRole { .. } => {
+                        "check VAULT_ROLE_ID / VAULT_SECRET_ID (expired or used-up secret_id?) and the AppRole mount"
+                    }
+                    AuthMethod::Aws { .. } => {
+                        "check VAULT_AWS_ROLE, bound_iam_principal_arn, VAULT_IAM_SERVER_ID and the STS region Vault expects"
+                    }
+                    AuthMethod::Token(_) => "check VAULT_TOKEN",
+                },
+                404 => {
+                    "the auth method is not enabled at this mount (check VAULT_AWS_MOUNT / VAULT_NAMESPACE)"
+                }
+                _ => "Vault could not complete the login; retry later",
+            };
+            return Err(VaultError::Login {
+                method: label,
+                messages: resp.messages(),
+                hint,
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct LoginBody {
+            auth: Option<LoginAuth>,
+        }
+        #[derive(serde::Deserialize)]
+        struct LoginAuth {
+            client_token: SecretString,
+            #[serde(default)]
+            lease_duration: u64,
+        }
+        let parsed: LoginBody =
+            serde_json::from_slice(&resp.body).map_err(|e| VaultError::Decode {
+                op: "login",
+                path: path.clone(),
+                detail: super::describe_json_error(&e),
+            })?;
+        let auth = parsed.auth.ok_or_else(|| VaultError::Decode {
+            op: "login",
+            path: path.clone(),
+            detail: "no `auth` object in the login answer".into(),
+        })?;
+        let renew_at = (auth.lease_duration > 0).then(|| {
+            let lease = Duration::from_secs(auth.lease_duration);
+            started + lease.saturating_sub(RENEW_MARGIN.min(lease / 2))
+        });
+        tracing::info!(method = %label, lease_seconds = auth.lease_duration, "logged in to Vault");
+        Ok(TokenState {
+            token: auth.client_token,
+            renew_at,
+        })
+    }
+}
+
+/// Builds the body of `POST /v1/auth/{mount}/login` for the AWS IAM method: an STS
+/// `GetCallerIdentity` request to [`STS_URL`], SigV4-signed (service `sts`, `region`) at `now`
+/// with `creds`, base64-encoded for Vault to replay. Signed headers: `host`, `content-type`,
+/// `x-amz-date`, `x-amz-security-token` (when the credentials carry a session token, as Lambda's
+/// do) and `X-Vault-AWS-IAM-Server-ID` when `server_id` is set. Pure, for unit tests.
+///
+/// The result contains the signature and session token: treat it as secret.
+pub fn build_iam_login_body(
+    creds: &Credentials,
+    role: &str,
+    server_id: Option<&str>,
+    region: &str,
+    now: SystemTime,
+) -> Result<Value, VaultError> {
+    let host = url::Url::parse(STS_URL)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .expect("STS_URL is a valid URL");
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".to_owned(), host),
+        ("content-type".to_owned(), STS_CONTENT_TYPE.to_owned()),
+    ];
+    if let Some(id) = server_id {
+        headers.push((IAM_SERVER_ID_HEADER.to_ascii_lowercase(), id.to_owned()));
+    }
+    let identity: Identity = creds.clone().into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name("sts")
+        .time(now)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| VaultError::Aws(format!("cannot prepare SigV4 signing: {e}")))?
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        STS_URL,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(STS_BODY.as_bytes()),
+    )
+    .map_err(|e| VaultError::Aws(format!("cannot build the STS request to sign: {e}")))?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| VaultError::Aws(format!("SigV4 signing of the STS request failed: {e}")))?
+        .into_parts();
+    for (name, value) in instructions.headers() {
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+    let mut header_map = serde_json::Map::new();
+    for (name, value) in headers {
+        header_map.insert(name, json!([value]));
+    }
+    let header_json = serde_json::to_vec(&Value::Object(header_map)).expect("JSON of strings");
+    Ok(json!({
+        "role": role,
+        "iam_http_request_method": "POST",
+        "iam_request_url": B64.encode(STS_URL),
+        "iam_request_body": B64.encode(STS_BODY),
+        "iam_request_headers": B64.encode(header_json),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(v: &Value, field: &str) -> Vec<u8> {
+        B64.decode(v[field].as_str().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn iam_body_shape() {
+        let creds = Credentials::new(
+            "AKIDEXAMPLE",
+            "secretkey",
+            Some("sessiontok".into()),
+            None,
+            "test",
+        );
+        let body = build_iam_login_body(
+            &creds,
+            "dt-rotator",
+            Some("vault.example.com"),
+            "us-east-1",
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        )
+        .unwrap();
+        assert_eq!(body["role"], "dt-rotator");
+        assert_eq!(body["iam_http_request_method"], "POST");
+        assert_eq!(decode(&body, "iam_request_url"), STS_URL.as_bytes());
+        assert_eq!(decode(&body, "iam_request_body"), STS_BODY.as_bytes());
+        let headers: serde_json::Map<String, Value> =
+            serde_json::from_slice(&decode(&body, "iam_request_headers")).unwrap();
+        assert_eq!(headers["host"][0], "sts.amazonaws.com");
+        assert_eq!(headers["content-type"][0], STS_CONTENT_TYPE);
+        assert_eq!(headers["x-vault-aws-iam-server-id"][0], "vault.example.com");
+        assert_eq!(headers["x-amz-security-token"][0], "sessiontok");
+        assert_eq!(headers["x-amz-date"][0], "20270115T080000Z");
+        let auth = headers["authorization"][0].as_str().unwrap();
+        assert!(
+            auth.starts_with(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20270115/us-east-1/sts/aws4_request"
+            ),
+            "{auth}"
+        );
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-vault-aws-iam-server-id"),
+            "{auth}"
+        );
+    }
+
+    #[test]
+    fn iam_body_without_session_token_or_server_id() {
+        let creds = Credentials::new("AKIDEXAMPLE", "secretkey", None, None, "test");
+        let body = build_iam_login_body(&creds, "r", None, "eu-west-1", SystemTime::now()).unwrap();
+        let headers: serde_json::Map<String, Value> =
+            serde_json::from_slice(&decode(&body, "iam_request_headers")).unwrap();
+        assert!(!headers.contains_key("x-amz-security-token"));
+        assert!(!headers.contains_key("x-vault-aws-iam-server-id"));
+        let auth = headers["authorization"][0].as_str().unwrap();
+        assert!(auth.contains("/eu-west-1/sts/aws4_request"));
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date,"),
+            "{auth}"
+        );
+    }
+
+    #[test]
+    fn debug_redacts() {
+        let m = AuthMethod::AppRole {
+            role_id: "role".into(),
+            secret_id: SecretString::from("very-secret-id"),
+        };
+        assert!(!format!("{m:?}").contains("very-secret-id"));
+        let t = AuthMethod::Token(SecretString::from("hvs.tokentoken"));
+        assert!(!format!("{t:?}").contains("hvs.tokentoken"));
+    }
+}
