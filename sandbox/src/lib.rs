@@ -152,3 +152,15 @@ pub fn new_uuid() -> String {
 pub fn unique_suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
+
+/// A secret document as the rotator stores it: `{"environmentUrl": .., "token": .., <extra>..}`
+/// as JSON text (extra fields are string-valued, e.g. `[("team", "payments")]`).
+pub fn token_document(environment_url: &str, token: &str, extra: &[(&str, &str)]) -> String {
+    let mut doc = serde_json::Map::new();
+    doc.insert("environmentUrl".into(), environment_url.into());
+    doc.insert("token".into(), token.into());
+    for (k, v) in extra {
+        doc.insert((*k).into(), (*v).into());
+    }
+    serde_json::Value::Object(doc).to_string()
+}

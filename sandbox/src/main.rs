@@ -1,6 +1,393 @@
-//! `sandbox`: the local demo of the rotator (`sandbox demo`).
+//! `sandbox`: the local demo of the rotator.
+//!
+//! `sandbox demo` rotates a Dynatrace token held in (emulated) AWS Secrets Manager with the real
+//! Lambda binary under `cargo lambda watch`: the Dynatrace emulator runs in this process,
+//! `moto_server` as a child process; the four rotation steps are invoked with
+//! `cargo lambda invoke`, then the result is reported. Token values are never printed.
 
-fn main() {
-    eprintln!("usage: sandbox demo");
-    std::process::exit(2);
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use dynatrace_emulator::{Emulator, SeedToken, TokenState};
+use rotator_sandbox::sm::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, LAMBDA_ARN};
+use rotator_sandbox::{CargoLambda, Error, Moto, Result, token_document, workspace_root};
+use serde_json::Value;
+
+const MANAGER_SECRET: &str = "dynatrace/manager";
+const APP_SECRET: &str = "dynatrace/app1";
+const APP_TOKEN_NAME: &str = "app1 metrics";
+const APP_SCOPES: [&str; 3] = ["metrics.read", "metrics.ingest", "logs.ingest"];
+const MANAGER_SCOPES: [&str; 2] = ["apiTokens.read", "apiTokens.write"];
+const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: sandbox demo\n\n\
+         demo   rotate a Dynatrace token held in moto (Secrets Manager) with the Lambda binary\n       \
+         under `cargo lambda watch`, against the Dynatrace emulator, and report the result\n\n\
+         Run it through scripts/demo.sh, which installs the tools first."
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["demo"] => {}
+        _ => return usage(),
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(demo()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\ndemo FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a numbered progress line.
+fn say(step: &str) {
+    println!("==> {step}");
+}
+
+async fn demo() -> Result<()> {
+    say("building the rotator (dynatrace-token-rotator; the first build takes a few minutes)");
+    build_rotator().await?;
+
+    say("starting the Dynatrace emulator");
+    let emulator = Emulator::start().await;
+    let dt_url = emulator.url();
+    let manager = emulator.seed_token(SeedToken::new("token rotator manager", &MANAGER_SCOPES));
+    let app = emulator.seed_token(SeedToken::new(APP_TOKEN_NAME, &APP_SCOPES));
+    println!(
+        "    {dt_url}: manager token {}, app token {}",
+        manager.id, app.id
+    );
+
+    say("starting moto_server (Secrets Manager)");
+    let moto = tokio::task::spawn_blocking(Moto::start)
+        .await
+        .map_err(|e| Error::new(format!("moto start-up task failed: {e}")))??;
+    let client = moto.client();
+    let manager_doc = token_document(&dt_url, &manager.value, &[]);
+    sm::create_secret(&client, MANAGER_SECRET, &manager_doc).await?;
+    let app_doc = token_document(&dt_url, &app.value, &[("team", "payments")]);
+    sm::create_secret(&client, APP_SECRET, &app_doc).await?;
+    println!(
+        "    {}: secrets {MANAGER_SECRET} and {APP_SECRET}",
+        moto.endpoint()
+    );
+
+    say("starting `cargo lambda watch`");
+    let envs: Vec<(String, String)> = [
+        ("DT_MANAGER_SECRET_IDS", MANAGER_SECRET.to_string()),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint()),
+        ("AWS_REGION", sm::REGION.to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("RUST_LOG", "info".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let lambda = tokio::task::spawn_blocking(move || {
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        CargoLambda::watch(&envs, Duration::from_secs(300))
+    })
+    .await
+    .map_err(|e| Error::new(format!("cargo lambda start-up task failed: {e}")))??;
+    println!(
+        "    invoke port {}; function logs in {}",
+        lambda.port(),
+        lambda.log_path().display()
+    );
+
+    // Two rotations: the first shows the overlap (the old token stays valid as AWSPREVIOUS),
+    // the second the revocation of the token two generations old.
+    let (v0, v1) = rotate(&client, &lambda, 1).await?;
+    let gen1 = current_token_id(&client).await?;
+    println!("    round 1: {} -> {gen1}", app.id);
+    let (_, v2) = rotate(&client, &lambda, 2).await?;
+
+    say("result");
+    let mut report = report(&client, &emulator, [&app.id, &gen1], [&v0, &v1, &v2]).await;
+    if report.is_ok() {
+        report = check_log_is_secret_free(&client, &lambda, [&manager.value, &app.value]).await;
+    }
+    drop(lambda);
+    drop(moto);
+    emulator.shutdown();
+    report
+}
+
+/// One rotation as Secrets Manager runs it: `RotateSecret` (new version labelled AWSPENDING),
+/// then the four steps through `cargo lambda invoke`. Returns (previous, new) version ids.
+async fn rotate(
+    client: &aws_sdk_secretsmanager::Client,
+    lambda: &CargoLambda,
+    round: u32,
+) -> Result<(String, String)> {
+    say(&format!(
+        "rotation {round} of {APP_SECRET}: RotateSecret creates a version labelled AWSPENDING"
+    ));
+    let previous = sm::version_with(client, APP_SECRET, AWSCURRENT)
+        .await?
+        .ok_or_else(|| Error::new("the secret has no AWSCURRENT version"))?;
+    let version = sm::begin_rotation(client, APP_SECRET, LAMBDA_ARN).await?;
+    println!("    pending version {version}");
+    for step in STEPS {
+        say(&format!("cargo lambda invoke: {step}"));
+        let payload = serde_json::json!({
+            "Step": step,
+            "SecretId": APP_SECRET,
+            "ClientRequestToken": version,
+        })
+        .to_string();
+        match lambda.invoke(&payload).await {
+            Ok(response) => println!("    ok {}", one_line(&response)),
+            Err(e) => {
+                return Err(Error::new(format!(
+                    "step {step} of rotation {round} failed: {e}\n---- function log (tail) ----\n{}",
+                    lambda.log_tail()
+                )));
+            }
+        }
+    }
+    Ok((previous, version))
+}
+
+/// The parsed document under `stage` (never printed whole: it holds the token value).
+async fn document_at(client: &aws_sdk_secretsmanager::Client, stage: &str) -> Result<Value> {
+    let text = sm::value_at(client, APP_SECRET, stage)
+        .await?
+        .ok_or_else(|| Error::new(format!("{APP_SECRET} has no {stage} value")))?;
+    serde_json::from_str(&text).map_err(|_| {
+        Error::new(format!(
+            "the {stage} value of {APP_SECRET} is not a JSON document"
+        ))
+    })
+}
+
+/// Fails when any token value (manager, original, or one minted by the rotations) occurs in the
+/// output of `cargo lambda watch`, which holds the function's logs.
+async fn check_log_is_secret_free(
+    client: &aws_sdk_secretsmanager::Client,
+    lambda: &CargoLambda,
+    known: [&str; 2],
+) -> Result<()> {
+    let mut values: Vec<String> = known.iter().map(|v| v.to_string()).collect();
+    for stage in [AWSCURRENT, AWSPREVIOUS] {
+        if let Some(token) = document_at(client, stage).await?["token"].as_str() {
+            values.push(token.to_string());
+        }
+    }
+    let log = std::fs::read_to_string(lambda.log_path())?;
+    let leaked = values.iter().filter(|v| log.contains(v.as_str())).count();
+    if leaked == 0 {
+        println!(
+            "  OK: none of the {} token values occurs in the function log ({} lines)",
+            values.len(),
+            log.lines().count()
+        );
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "{leaked} token value(s) occur in the function log {}",
+            lambda.log_path().display()
+        )))
+    }
+}
+
+/// `tokenId` of the AWSCURRENT document.
+async fn current_token_id(client: &aws_sdk_secretsmanager::Client) -> Result<String> {
+    let document = document_at(client, AWSCURRENT).await?;
+    document["tokenId"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::new("the AWSCURRENT document has no tokenId"))
+}
+
+/// Builds the rotator binary with the same profile `cargo lambda watch` uses, so the watch
+/// process starts it at once.
+async fn build_rotator() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = tokio::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "dynatrace-token-rotator",
+            "--bin",
+            "dynatrace-token-rotator",
+        ])
+        .current_dir(workspace_root())
+        .status()
+        .await?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "building dynatrace-token-rotator failed ({status})"
+        )))
+    }
+}
+
+/// Prints what the two rotations did and checks it; fails when the outcome is wrong.
+/// `ids`: the original token and the one minted by rotation 1; `versions`: the version before
+/// rotation 1 and those created by rotations 1 and 2.
+async fn report(
+    client: &aws_sdk_secretsmanager::Client,
+    emulator: &Emulator,
+    [gen0, gen1]: [&str; 2],
+    [v0, v1, v2]: [&str; 3],
+) -> Result<()> {
+    let stages = sm::stages(client, APP_SECRET).await?;
+    let document = document_at(client, AWSCURRENT).await?;
+    let previous_document = document_at(client, AWSPREVIOUS).await?;
+    let gen2 = document["tokenId"].as_str().unwrap_or("").to_string();
+    let tokens: BTreeMap<String, TokenState> = emulator
+        .tokens()
+        .into_iter()
+        .map(|t| (t.id.clone(), t))
+        .collect();
+
+    println!("\n  secret {APP_SECRET}: versions and labels");
+    for (version, labels) in &stages {
+        let role = match version.as_str() {
+            v if v == v0 => "  (the original value)",
+            v if v == v1 => "  (created by rotation 1)",
+            v if v == v2 => "  (created by rotation 2)",
+            _ => "",
+        };
+        let labels = if labels.is_empty() {
+            "(no label)".to_string()
+        } else {
+            labels.join(", ")
+        };
+        println!("    {version}  {labels}{role}");
+    }
+    println!("\n  AWSCURRENT document (token value not shown)");
+    if let Some(fields) = document.as_object() {
+        for (key, value) in fields {
+            if key == "token" {
+                let len = value.as_str().map_or(0, str::len);
+                println!("    {key:<16} <{len} characters, hidden>");
+            } else {
+                let shown = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_string);
+                println!("    {key:<16} {shown}");
+            }
+        }
+    }
+    println!("\n  tokens in the Dynatrace emulator");
+    for token in tokens.values() {
+        let role = match token.id.as_str() {
+            id if id == gen0 => "original (2 rotations old)",
+            id if id == gen1 => "rotation 1 (AWSPREVIOUS)",
+            id if id == gen2 => "rotation 2 (AWSCURRENT)",
+            _ => "manager",
+        };
+        println!(
+            "    {}  {:<8}  {role}\n      name   \"{}\"\n      scopes {}",
+            token.id,
+            if token.enabled { "enabled" } else { "DISABLED" },
+            token.name,
+            token.scopes.join(", ")
+        );
+    }
+
+    // The outcome the tests prove, checked again here.
+    let mut problems = Vec::new();
+    let original = tokens.get(gen0);
+    let previous = tokens.get(gen1);
+    let current = tokens.get(&gen2);
+    if gen2.is_empty() || gen2 == gen1 || gen2 == gen0 {
+        problems.push("the AWSCURRENT document does not name a new tokenId".to_string());
+    }
+    if document["token"] == previous_document["token"] {
+        problems.push("AWSCURRENT and AWSPREVIOUS hold the same token".to_string());
+    }
+    match current {
+        Some(t) if t.enabled => {}
+        Some(_) => problems.push("the current token is disabled".to_string()),
+        None => problems.push(format!(
+            "the current token {gen2} does not exist in Dynatrace"
+        )),
+    }
+    if !previous.is_some_and(|t| t.enabled) {
+        problems
+            .push("the AWSPREVIOUS token should stay enabled until the next rotation".to_string());
+    }
+    if original.is_none_or(|t| t.enabled) {
+        problems.push("the token two generations old should be disabled".to_string());
+    }
+    if let (Some(o), Some(n)) = (original, current) {
+        let (mut a, mut b) = (o.scopes.clone(), n.scopes.clone());
+        a.sort();
+        b.sort();
+        if a != b {
+            problems
+                .push("the current token's scopes differ from the original token's".to_string());
+        }
+    }
+    if stages.get(v2).map(Vec::as_slice) != Some(&[AWSCURRENT.to_string()][..]) {
+        problems.push(format!("version {v2} should carry exactly AWSCURRENT"));
+    }
+    if !stages
+        .get(v1)
+        .is_some_and(|l| l.iter().any(|s| s == AWSPREVIOUS))
+    {
+        problems.push(format!("version {v1} should carry AWSPREVIOUS"));
+    }
+    if stages.values().flatten().any(|s| s == AWSPENDING) {
+        problems.push("AWSPENDING is still attached".to_string());
+    }
+    if document["team"].as_str() != Some("payments") {
+        problems.push("the unknown field `team` was not preserved".to_string());
+    }
+    if document["previousTokenId"].as_str() != Some(gen1) {
+        problems.push("previousTokenId does not name the previous token".to_string());
+    }
+
+    if problems.is_empty() {
+        println!(
+            "\n  OK: {APP_SECRET} holds {gen2}; {gen1} stays valid until the next rotation \
+             (AWSPREVIOUS); {gen0}, two generations old, is disabled; `team` was preserved."
+        );
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "the rotation result is wrong:\n  - {}",
+            problems.join("\n  - ")
+        )))
+    }
+}
+
+/// The response on one line, shortened.
+fn one_line(text: &str) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() > 160 {
+        format!("{}...", line.chars().take(160).collect::<String>())
+    } else if line.is_empty() {
+        "(empty response)".to_string()
+    } else {
+        line
+    }
 }
