@@ -37,6 +37,11 @@ impl Deadline {
         ))
     }
 
+    /// The instant itself (for clients that take a raw deadline).
+    pub fn instant(&self) -> Option<Instant> {
+        self.0
+    }
+
     /// Time left before the reserve, `None` when unlimited.
     pub fn remaining(&self) -> Option<Duration> {
         self.0.map(|at| {

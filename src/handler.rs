@@ -8,9 +8,11 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::dynatrace::{DtError, Dynatrace};
-use crate::event::{self, EventError, Invocation};
+use crate::event::{self, EventError, Invocation, VaultAction};
 use crate::rotation::RotationError;
 use crate::secrets_manager::{self, SmContext, SmError};
+use crate::vault::VaultError;
+use crate::vault::rotate::{self as vault_rotate, RunError, VaultBackend};
 
 /// Everything a handler needs, built once in `main` and shared by every invocation.
 pub struct Deps {
@@ -20,6 +22,8 @@ pub struct Deps {
     pub secrets_manager: aws_sdk_secretsmanager::Client,
     /// Dynatrace client (with the shared back-off).
     pub dynatrace: Dynatrace,
+    /// Vault backend, when `VAULT_ADDR` is set.
+    pub vault: Option<VaultBackend>,
 }
 
 /// A failed invocation: a stable error type and a secret-free message.
@@ -139,15 +143,87 @@ pub async fn handle(
             tracing::info!(status = report.status, token_id = ?report.token_id, revoked = ?report.revoked, "step done");
             Ok(serde_json::to_value(report).unwrap_or(Value::Null))
         }
-        Invocation::RotateVault(_) | Invocation::Scheduled | Invocation::Sqs(_) => {
-            Err(HandlerError {
-                error_type: "NotConfigured",
-                message: "Vault rotation is not available in this build".into(),
-            })
+        Invocation::RotateVault(action) => rotate_vault(deps, &action, deadline).await,
+        Invocation::Scheduled => {
+            let action = VaultAction {
+                action: "rotate-vault".into(),
+                ..VaultAction::default()
+            };
+            rotate_vault(deps, &action, deadline).await
+        }
+        Invocation::Sqs(records) => {
+            let mut failures = Vec::new();
+            for record in records {
+                let ok = match event::parse_action(&record.body) {
+                    Ok(action) => match rotate_vault(deps, &action, deadline).await {
+                        Ok(summary) => summary["failed"].as_u64() == Some(0),
+                        Err(_) => false,
+                    },
+                    Err(e) => {
+                        tracing::warn!(message_id = %record.message_id, error = %e, "SQS record is not a rotate-vault action");
+                        false
+                    }
+                };
+                if !ok {
+                    failures.push(serde_json::json!({ "itemIdentifier": record.message_id }));
+                }
+            }
+            Ok(serde_json::json!({ "batchItemFailures": failures }))
         }
         Invocation::Sweep { .. } | Invocation::Audit => Err(HandlerError {
             error_type: "NotConfigured",
             message: "sweep and audit are not available in this build".into(),
         }),
     }
+}
+
+/// The error type of a Vault failure.
+pub fn vault_error_type(e: &VaultError) -> &'static str {
+    match e {
+        VaultError::PermissionDenied { .. } => "VaultPermissionDenied",
+        VaultError::Login { .. } | VaultError::Aws(_) => "VaultLoginFailed",
+        VaultError::NoMount { .. } | VaultError::NotKvV2 { .. } | VaultError::InvalidConfig(_) => {
+            "ConfigError"
+        }
+        _ => "VaultError",
+    }
+}
+
+impl From<RunError> for HandlerError {
+    fn from(e: RunError) -> Self {
+        let error_type = match &e {
+            RunError::NotConfigured | RunError::NoPaths => "ConfigError",
+            RunError::BadPath { .. } => "MalformedEvent",
+            RunError::Vault(v) => vault_error_type(v),
+            RunError::Manager { .. } => "ManagerUnusable",
+        };
+        Self {
+            error_type,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Runs a `rotate-vault` action and returns its summary as JSON.
+async fn rotate_vault(
+    deps: &Deps,
+    action: &VaultAction,
+    deadline: Deadline,
+) -> Result<Value, HandlerError> {
+    let backend = deps
+        .vault
+        .as_ref()
+        .ok_or_else(|| HandlerError::from(RunError::NotConfigured))?;
+    let summary = vault_rotate::run(&deps.config, &deps.dynatrace, backend, action, deadline).await.map_err(|e| {
+        let e = HandlerError::from(e);
+        tracing::error!(error_type = e.error_type, error = %e.message, "rotate-vault run could not run");
+        e
+    })?;
+    tracing::info!(
+        rotated = summary.rotated,
+        skipped = summary.skipped,
+        failed = summary.failed,
+        "rotate-vault run done"
+    );
+    Ok(serde_json::to_value(summary).unwrap_or(Value::Null))
 }

@@ -6,6 +6,7 @@ use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::{Dynatrace, RetrySettings};
 use dynatrace_token_rotator::handler::{self, Deps, HandlerError};
 use dynatrace_token_rotator::logging;
+use dynatrace_token_rotator::vault::rotate::VaultBackend;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -15,7 +16,15 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config =
         Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let vault = match &config.vault {
+        Some(v) => Some(
+            VaultBackend::new(v, aws.credentials_provider())
+                .inspect_err(|e| tracing::error!(error = %e, "invalid Vault configuration"))?,
+        ),
+        None => None,
+    };
     let deps = Deps {
+        vault,
         config,
         secrets_manager: aws_sdk_secretsmanager::Client::new(&aws),
         dynatrace: Dynatrace::new(RetrySettings::default())?,

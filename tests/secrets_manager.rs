@@ -400,6 +400,7 @@ async fn bad_input_is_refused_without_any_change() {
         secrets_manager: w.sm.clone(),
         dynatrace: dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
             .unwrap(),
+        vault: None,
     };
     let (s, _) = w.app_secret(json!({})).await;
     let v = w.begin(&s).await;

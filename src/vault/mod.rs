@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod kv;
+pub mod rotate;
 
 mod http;
 

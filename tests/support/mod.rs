@@ -80,6 +80,7 @@ impl World {
             config,
             secrets_manager: sm.clone(),
             dynatrace: Dynatrace::new(retries).expect("http client"),
+            vault: None,
         };
         World {
             emu,
@@ -269,5 +270,208 @@ impl World {
             !haystack.contains(ROTATION_TOKEN),
             "the RotationToken leaked"
         );
+    }
+}
+
+/// A Vault test world: the emulator, the shared OpenBao dev server, a manager document at
+/// a path unique to the test, and handler dependencies configured for Vault.
+pub struct VaultWorld {
+    pub emu: Emulator,
+    pub bao: &'static rotator_sandbox::Bao,
+    pub manager: Seeded,
+    /// Unique folder of this test under the `secret` mount.
+    pub root: String,
+    pub deps: Deps,
+    pub logs: LogCapture,
+    _guard: tracing::subscriber::DefaultGuard,
+    pub outputs: std::cell::RefCell<Vec<String>>,
+    /// Extra secrets (Vault tokens, secret ids) that must not leak.
+    pub secrets: Vec<String>,
+}
+
+impl VaultWorld {
+    /// A world authenticating with the root token, plus `vars`.
+    pub async fn new(vars: &[(&str, &str)]) -> VaultWorld {
+        Self::with_retries(vars, fast_retries()).await
+    }
+
+    /// With explicit Dynatrace retry settings.
+    pub async fn with_retries(vars: &[(&str, &str)], retries: RetrySettings) -> VaultWorld {
+        let (guard, logs) = LogCapture::install_with_filter(&logging::directives("trace"));
+        let emu = Emulator::start().await;
+        let bao = rotator_sandbox::Bao::shared();
+        let root = format!("t-{}", rotator_sandbox::unique_suffix());
+        let manager = emu.seed_token(SeedToken::new("rotator manager", MANAGER_SCOPES));
+        bao.kv_put(
+            "secret",
+            &format!("{root}/dynatrace/master"),
+            &json!({"environmentUrl": emu.url(), "token": manager.value}),
+        )
+        .await
+        .expect("seed manager");
+        let mut map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.entry("VAULT_ADDR".into()).or_insert_with(|| bao.addr());
+        map.entry("VAULT_TOKEN".into())
+            .or_insert_with(|| bao.root_token().to_owned());
+        map.entry("VAULT_MANAGER_PATH".into())
+            .or_insert_with(|| format!("{root}/dynatrace/master"));
+        let mut secrets: Vec<String> = vec![bao.root_token().to_owned()];
+        secrets.extend(map.get("VAULT_SECRET_ID").cloned());
+        secrets.extend(map.get("VAULT_TOKEN").cloned());
+        let config =
+            Config::from_lookup(|k| map.get(k).cloned()).expect("valid test configuration");
+        let backend = dynatrace_token_rotator::vault::rotate::VaultBackend::new(
+            config.vault.as_ref().unwrap(),
+            None,
+        )
+        .expect("vault backend");
+        let deps = Deps {
+            config,
+            secrets_manager: Moto::shared().client(),
+            dynatrace: Dynatrace::new(retries).expect("http client"),
+            vault: Some(backend),
+        };
+        VaultWorld {
+            emu,
+            bao,
+            manager,
+            root,
+            deps,
+            logs,
+            _guard: guard,
+            outputs: Default::default(),
+            secrets,
+        }
+    }
+
+    /// Full KV path of `name` inside this test's folder.
+    pub fn path(&self, name: &str) -> String {
+        format!("{}/dynatrace/{name}", self.root)
+    }
+
+    /// Seeds a token and stores it at `name` the way the original script's users do
+    /// (`{"token": ...}` plus `extra`); returns (path, token).
+    pub async fn app(&self, name: &str, extra: Value) -> (String, Seeded) {
+        let token = self
+            .emu
+            .seed_token(SeedToken::new(&format!("{name} token"), APP_SCOPES));
+        let mut doc = json!({"token": token.value});
+        if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+        let path = self.path(name);
+        self.bao
+            .kv_put("secret", &path, &doc)
+            .await
+            .expect("seed secret");
+        (path, token)
+    }
+
+    /// Invokes the handler with a raw payload.
+    pub async fn invoke(&self, payload: Value) -> Result<Value, HandlerError> {
+        let out = handler::handle(
+            &self.deps,
+            payload,
+            Deadline::after(Duration::from_secs(120)),
+        )
+        .await;
+        self.outputs.borrow_mut().push(match &out {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("{e} {e:?}"),
+        });
+        out
+    }
+
+    /// `rotate-vault` on explicit paths.
+    pub async fn rotate(&self, paths: &[&str], force: bool, dry_run: bool) -> Value {
+        self.invoke(
+            json!({"action": "rotate-vault", "paths": paths, "force": force, "dryRun": dry_run}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("rotate-vault failed: {e}"))
+    }
+
+    /// Latest (version, document) at `path`.
+    pub async fn read(&self, path: &str) -> (u64, Value) {
+        self.bao
+            .kv_get("secret", path)
+            .await
+            .expect("read")
+            .expect("present")
+    }
+
+    /// Token id of the latest document at `path`.
+    pub async fn token_id(&self, path: &str) -> String {
+        let (_, doc) = self.read(path).await;
+        let v = doc["token"].as_str().unwrap();
+        v[..v.rfind('.').unwrap()].to_owned()
+    }
+
+    /// The emulator's token `id`.
+    pub fn token(&self, id: &str) -> TokenState {
+        self.emu
+            .token(id)
+            .unwrap_or_else(|| panic!("token {id} does not exist"))
+    }
+
+    /// Enabled tokens the rotator minted.
+    pub fn live_minted(&self) -> Vec<TokenState> {
+        self.emu
+            .tokens()
+            .into_iter()
+            .filter(|t| marker::is_minted(&t.name) && t.enabled)
+            .collect()
+    }
+
+    /// DESIGN.md §3 invariants for the Vault `paths`: latest token live and enabled, its
+    /// `previousTokenId` not revoked (next-rotation policy), no live minted token that no
+    /// path references.
+    pub async fn assert_invariants(&self, paths: &[String]) {
+        let mut referenced = Vec::new();
+        for p in paths {
+            let (_, doc) = self.read(p).await;
+            let id = self.token_id(p).await;
+            assert!(
+                self.token(&id).enabled,
+                "{p}: latest token {id} is not enabled"
+            );
+            referenced.push(id);
+            if let Some(prev) = doc["previousTokenId"].as_str() {
+                assert!(
+                    self.token(prev).enabled,
+                    "{p}: previous token {prev} revoked too early"
+                );
+                referenced.push(prev.to_owned());
+            }
+        }
+        let orphans: Vec<_> = self
+            .live_minted()
+            .into_iter()
+            .filter(|t| !referenced.contains(&t.id))
+            .map(|t| t.id)
+            .collect();
+        assert!(
+            orphans.is_empty(),
+            "live minted tokens nothing references: {orphans:?}"
+        );
+    }
+
+    /// No token value, Vault token or secret id in any log line or output of this test.
+    pub fn assert_no_leaks(&self) {
+        let mut haystack = self.logs.text();
+        for o in self.outputs.borrow().iter() {
+            haystack.push_str(o);
+        }
+        for value in self.emu.issued_values().iter().chain(&self.secrets) {
+            assert!(
+                !haystack.contains(value.as_str()),
+                "a secret value leaked into logs or outputs"
+            );
+        }
     }
 }
