@@ -263,7 +263,12 @@ pub struct Dynatrace {
     retry: Arc<RetrySettings>,
     /// Per environment: no request before this instant (set by `429`).
     paused_until: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Called before every request is sent (tests use it to simulate a crash between calls).
+    before_send: Option<CallHook>,
 }
+
+/// A function called with the operation name before each request is sent.
+pub type CallHook = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 struct Reply {
     status: u16,
@@ -285,7 +290,15 @@ impl Dynatrace {
             http,
             retry: Arc::new(retry),
             paused_until: Arc::default(),
+            before_send: None,
         })
+    }
+
+    /// The same client calling `hook` before every request it sends: a test seam to stop a
+    /// rotation between two calls as a crash would.
+    pub fn with_call_hook(mut self, hook: CallHook) -> Self {
+        self.before_send = Some(hook);
+        self
     }
 
     /// `POST /api/v2/apiTokens/lookup` authenticated with `auth`: metadata of the token
@@ -546,6 +559,9 @@ impl Dynatrace {
         loop {
             attempt += 1;
             self.wait_for_pause(env, op, deadline).await?;
+            if let Some(hook) = &self.before_send {
+                hook(op);
+            }
             let timeout = deadline.cap(self.retry.request_timeout);
             let result = make(&self.http).timeout(timeout).send().await;
             let (status, message, retry_after) = match result {
