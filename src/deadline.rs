@@ -32,6 +32,11 @@ impl Deadline {
         if ms == 0 {
             return Self::none();
         }
+        // `cargo lambda watch` sends the function timeout itself (e.g. 600000) instead of an
+        // epoch time; no real deadline lies before 2001, so read such a value as a budget.
+        if ms < 1_000_000_000_000 {
+            return Self::after(Duration::from_millis(ms));
+        }
         Self(Some(
             Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms)),
         ))
@@ -60,5 +65,35 @@ impl Deadline {
         self.remaining()
             .map(|left| left.min(timeout).max(Duration::from_millis(100)))
             .unwrap_or(timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_and_relative_deadlines() {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let abs = Deadline::from_epoch_millis(now_ms + 60_000)
+            .remaining()
+            .unwrap();
+        assert!(
+            abs > Duration::from_secs(55) && abs <= Duration::from_secs(60),
+            "{abs:?}"
+        );
+        let rel = Deadline::from_epoch_millis(600_000).remaining().unwrap();
+        assert!(rel > Duration::from_secs(590), "{rel:?}");
+        assert_eq!(Deadline::from_epoch_millis(0), Deadline::none());
+        assert!(
+            Deadline::from_epoch_millis(now_ms - 1)
+                .remaining()
+                .unwrap()
+                .is_zero()
+        );
+        assert!(Deadline::none().allows(Duration::from_secs(3600)));
     }
 }

@@ -32,6 +32,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = Deadline::from_epoch_millis(event.context.deadline);
+        tracing::debug!(request_id = %event.context.request_id, remaining = ?deadline.remaining(), "invocation");
         handler::handle(deps, event.payload, deadline)
             .await
             .map_err(|e: HandlerError| e)

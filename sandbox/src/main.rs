@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dynatrace_emulator::{Emulator, SeedToken, TokenState};
 use rotator_sandbox::sm::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, LAMBDA_ARN};
-use rotator_sandbox::{CargoLambda, Error, Moto, Result, token_document, workspace_root};
+use rotator_sandbox::{Bao, CargoLambda, Error, Moto, Result, token_document, workspace_root};
 use serde_json::Value;
 
 const MANAGER_SECRET: &str = "dynatrace/manager";
@@ -19,6 +19,12 @@ const APP_SECRET: &str = "dynatrace/app1";
 const APP_TOKEN_NAME: &str = "app1 metrics";
 const APP_SCOPES: [&str; 3] = ["metrics.read", "metrics.ingest", "logs.ingest"];
 const MANAGER_SCOPES: [&str; 2] = ["apiTokens.read", "apiTokens.write"];
+const VAULT_MANAGER_PATH: &str = "dynatrace/master";
+const VAULT_APPS: [(&str, &str); 3] = [
+    ("dynatrace/app-a", "app-a ingest"),
+    ("dynatrace/app-b", "app-b ingest"),
+    ("dynatrace/team-x/app-c", "app-c ingest"),
+];
 const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 
 fn usage() -> ExitCode {
@@ -94,6 +100,27 @@ async fn demo() -> Result<()> {
         moto.endpoint()
     );
 
+    say("starting OpenBao (bao server -dev) as Vault");
+    let bao = tokio::task::spawn_blocking(Bao::start)
+        .await
+        .map_err(|e| Error::new(format!("OpenBao start-up task failed: {e}")))??;
+    let manager_json: Value = serde_json::from_str(&manager_doc)?;
+    bao.kv_put("secret", VAULT_MANAGER_PATH, &manager_json)
+        .await?;
+    let mut vault_apps = Vec::new();
+    for (path, name) in VAULT_APPS {
+        let token = emulator.seed_token(SeedToken::new(name, &["metrics.read", "entities.read"]));
+        // the way the original script's users store them: `secret/dynatrace/...`, field `token`
+        bao.kv_put("secret", path, &serde_json::json!({ "token": token.value }))
+            .await?;
+        vault_apps.push((path, token));
+    }
+    println!(
+        "    {}: manager at secret/{VAULT_MANAGER_PATH}, {} app secrets under secret/dynatrace/",
+        bao.addr(),
+        vault_apps.len()
+    );
+
     say("starting `cargo lambda watch`");
     let envs: Vec<(String, String)> = [
         ("DT_MANAGER_SECRET_IDS", MANAGER_SECRET.to_string()),
@@ -102,6 +129,9 @@ async fn demo() -> Result<()> {
         ("AWS_ACCESS_KEY_ID", "test".to_string()),
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
         ("RUST_LOG", "info".to_string()),
+        ("VAULT_ADDR", bao.addr()),
+        ("VAULT_TOKEN", bao.root_token().to_string()),
+        ("VAULT_ROTATE_PREFIX", "dynatrace/".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -128,9 +158,16 @@ async fn demo() -> Result<()> {
     say("result");
     let mut report = report(&client, &emulator, [&app.id, &gen1], [&v0, &v1, &v2]).await;
     if report.is_ok() {
-        report = check_log_is_secret_free(&client, &lambda, [&manager.value, &app.value]).await;
+        report = vault_rotation(&bao, &lambda, &emulator, &vault_apps).await;
+    }
+    if report.is_ok() {
+        // every token value the emulator ever issued (seeded and minted), and the Vault token
+        let mut secrets = emulator.issued_values();
+        secrets.push(bao.root_token().to_string());
+        report = check_log_is_secret_free(&client, &lambda, &secrets).await;
     }
     drop(lambda);
+    drop(bao);
     drop(moto);
     emulator.shutdown();
     report
@@ -189,7 +226,7 @@ async fn document_at(client: &aws_sdk_secretsmanager::Client, stage: &str) -> Re
 async fn check_log_is_secret_free(
     client: &aws_sdk_secretsmanager::Client,
     lambda: &CargoLambda,
-    known: [&str; 2],
+    known: &[String],
 ) -> Result<()> {
     let mut values: Vec<String> = known.iter().map(|v| v.to_string()).collect();
     for stage in [AWSCURRENT, AWSPREVIOUS] {
@@ -302,7 +339,8 @@ async fn report(
             id if id == gen0 => "original (2 rotations old)",
             id if id == gen1 => "rotation 1 (AWSPREVIOUS)",
             id if id == gen2 => "rotation 2 (AWSCURRENT)",
-            _ => "manager",
+            _ if token.scopes.iter().any(|s| s == "apiTokens.write") => "manager",
+            _ => "(a Vault secret's token, below)",
         };
         println!(
             "    {}  {:<8}  {role}\n      name   \"{}\"\n      scopes {}",
@@ -389,5 +427,98 @@ fn one_line(text: &str) -> String {
         "(empty response)".to_string()
     } else {
         line
+    }
+}
+
+/// The Vault half of the demo: an EventBridge scheduled event through `cargo lambda invoke`
+/// rotates every secret under `secret/dynatrace/` (the manager excluded); then shows the KV
+/// versions and token states, and checks them.
+async fn vault_rotation(
+    bao: &Bao,
+    lambda: &CargoLambda,
+    emulator: &Emulator,
+    apps: &[(&str, dynatrace_emulator::Seeded)],
+) -> Result<()> {
+    say(
+        "Vault: EventBridge scheduled event (VAULT_ROTATE_PREFIX=dynatrace/) through cargo lambda invoke",
+    );
+    let envelope = serde_json::json!({
+        "version": "0", "id": "demo", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": "2026-11-28T00:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/dynatrace-token-rotator"], "detail": {}
+    });
+    let response = lambda.invoke(&envelope.to_string()).await.map_err(|e| {
+        Error::new(format!(
+            "the scheduled Vault rotation failed: {e}\n---- function log (tail) ----\n{}",
+            lambda.log_tail()
+        ))
+    })?;
+    let summary: Value = serde_json::from_str(&response)?;
+    println!(
+        "    summary: rotated {}, skipped {}, failed {}",
+        summary["rotated"], summary["skipped"], summary["failed"]
+    );
+    let mut problems = Vec::new();
+    println!("\n  Vault secrets (KV v2 mount `secret`)");
+    for (path, original) in apps {
+        let (version, doc) = bao
+            .kv_get("secret", path)
+            .await?
+            .ok_or_else(|| Error::new(format!("secret/{path} is missing")))?;
+        let new_id = doc["tokenId"].as_str().unwrap_or("").to_string();
+        let state = |id: &str| match emulator.token(id) {
+            Some(t) if t.enabled => "enabled",
+            Some(_) => "DISABLED",
+            None => "deleted",
+        };
+        println!(
+            "    secret/{path}  version {version}\n      tokenId         {new_id} ({})\n      previousTokenId {} ({})\n      rotatedAt       {}",
+            state(&new_id),
+            doc["previousTokenId"].as_str().unwrap_or("-"),
+            state(&original.id),
+            doc["rotatedAt"].as_str().unwrap_or("-")
+        );
+        if version != 2 || new_id.is_empty() || new_id == original.id {
+            problems.push(format!("secret/{path} was not rotated to a new version"));
+        }
+        if state(&new_id) != "enabled" || state(&original.id) != "enabled" {
+            problems.push(format!(
+                "secret/{path}: both the new and the previous token must be enabled"
+            ));
+        }
+        if doc["previousTokenId"].as_str() != Some(original.id.as_str()) {
+            problems.push(format!(
+                "secret/{path}: previousTokenId does not name the previous token"
+            ));
+        }
+    }
+    let manager_version = bao
+        .kv_get("secret", VAULT_MANAGER_PATH)
+        .await?
+        .map(|(v, _)| v);
+    println!(
+        "    secret/{VAULT_MANAGER_PATH}  version {} (the manager is never rotated by rotate-vault)",
+        manager_version.unwrap_or(0)
+    );
+    if manager_version != Some(1) {
+        problems.push("the manager document was changed".into());
+    }
+    if summary["rotated"].as_u64() != Some(apps.len() as u64) {
+        problems.push(format!(
+            "expected {} rotated paths: {}",
+            apps.len(),
+            one_line(&response)
+        ));
+    }
+    if problems.is_empty() {
+        println!(
+            "\n  OK: every Vault secret holds a new, proven token; the previous ones stay valid until the next run."
+        );
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "the Vault rotation result is wrong:\n  - {}",
+            problems.join("\n  - ")
+        )))
     }
 }
