@@ -126,6 +126,14 @@ pub async fn handle(
     payload: Value,
     deadline: Deadline,
 ) -> Result<Value, HandlerError> {
+    let size = serialized_len(&payload);
+    if size > event::MAX_EVENT_BYTES {
+        return Err(EventError::Malformed(format!(
+            "the event is {size} bytes of JSON; at most {} are accepted",
+            event::MAX_EVENT_BYTES
+        ))
+        .into());
+    }
     let invocation = event::parse(payload)?;
     match invocation {
         Invocation::Rotation(req) => {
@@ -174,6 +182,29 @@ pub async fn handle(
             error_type: "NotConfigured",
             message: "sweep and audit are not available in this build".into(),
         }),
+    }
+}
+
+/// Length of `v` serialised as JSON, counted without keeping the text; stops counting
+/// (returns a value past the limit) as soon as the limit is exceeded.
+fn serialized_len(v: &Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            if self.0 > event::MAX_EVENT_BYTES {
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Counter(0);
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        Err(_) => c.0.max(event::MAX_EVENT_BYTES + 1),
     }
 }
 

@@ -335,10 +335,10 @@ async fn resolve_paths(
         out.insert(check_path(p)?);
     }
     if let Some(prefix) = prefix {
+        // An empty prefix (`""`, `/`) would list the whole mount, other teams' secrets
+        // included: refuse it like any other unusable path.
         let trimmed = prefix.trim().trim_start_matches('/');
-        if !trimmed.is_empty() {
-            check_path(trimmed)?;
-        }
+        check_path(&prefix)?;
         out.extend(kv.list_recursive(trimmed).await?);
     }
     if paths.is_empty() && action.prefix.is_none() && backend.config.rotate_prefix.is_none() {
