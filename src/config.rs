@@ -37,6 +37,9 @@ pub struct Config {
     pub audit_expiring_days: u32,
     /// `AUDIT_UNUSED_DAYS`.
     pub audit_unused_days: u32,
+    /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda itself): the sweep finds the Secrets Manager
+    /// secrets whose `RotationLambdaARN` names this function.
+    pub function_name: Option<String>,
 }
 
 /// Vault / OpenBao settings (`VAULT_*`).
@@ -246,6 +249,7 @@ impl Config {
             rotation_concurrency: env.number("ROTATION_CONCURRENCY", 8, 1, 64)?,
             audit_expiring_days: env.number("AUDIT_EXPIRING_DAYS", 14, 0, 3650)?,
             audit_unused_days: env.number("AUDIT_UNUSED_DAYS", 90, 1, 3650)?,
+            function_name: env.get("AWS_LAMBDA_FUNCTION_NAME"),
         };
         for id in &config.manager_secret_ids {
             if id.len() > 2048 {
@@ -350,6 +354,14 @@ mod tests {
             (7, 30, 8)
         );
         assert!(c.vault.is_none() && !c.events && c.token_lifetime_days.is_none());
+        assert!(c.function_name.is_none());
+        assert_eq!(
+            cfg(&[("AWS_LAMBDA_FUNCTION_NAME", "rotator")])
+                .unwrap()
+                .function_name
+                .as_deref(),
+            Some("rotator")
+        );
         assert!(
             cfg(&[("DT_FORBIDDEN_SCOPES", "")])
                 .unwrap()

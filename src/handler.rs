@@ -178,10 +178,8 @@ pub async fn handle(
             }
             Ok(serde_json::json!({ "batchItemFailures": failures }))
         }
-        Invocation::Sweep { .. } | Invocation::Audit => Err(HandlerError {
-            error_type: "NotConfigured",
-            message: "sweep and audit are not available in this build".into(),
-        }),
+        Invocation::Sweep { dry_run } => run_sweep(deps, dry_run, deadline).await,
+        Invocation::Audit => run_audit(deps, deadline).await,
     }
 }
 
@@ -257,4 +255,39 @@ async fn rotate_vault(
         "rotate-vault run done"
     );
     Ok(serde_json::to_value(summary).unwrap_or(Value::Null))
+}
+
+impl From<crate::sweep::SweepError> for HandlerError {
+    fn from(e: crate::sweep::SweepError) -> Self {
+        let error_type = match &e {
+            crate::sweep::SweepError::NotConfigured => "ConfigError",
+            crate::sweep::SweepError::ManagersUnusable(_) => "ManagerUnusable",
+        };
+        Self {
+            error_type,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Runs a `sweep` and returns its summary as JSON.
+async fn run_sweep(deps: &Deps, dry_run: bool, deadline: Deadline) -> Result<Value, HandlerError> {
+    let summary = crate::sweep::run(deps, dry_run, deadline)
+        .await
+        .map_err(|e| {
+            let e = HandlerError::from(e);
+            tracing::error!(error_type = e.error_type, error = %e.message, "sweep could not run");
+            e
+        })?;
+    Ok(serde_json::to_value(summary).unwrap_or(Value::Null))
+}
+
+/// Runs an `audit` and returns its report as JSON.
+async fn run_audit(deps: &Deps, deadline: Deadline) -> Result<Value, HandlerError> {
+    let report = crate::audit::run(deps, deadline).await.map_err(|e| {
+        let e = HandlerError::from(e);
+        tracing::error!(error_type = e.error_type, error = %e.message, "audit could not run");
+        e
+    })?;
+    Ok(serde_json::to_value(report).unwrap_or(Value::Null))
 }

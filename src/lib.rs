@@ -5,6 +5,7 @@
 //! The rotation of one token lives in [`rotation`]; [`secrets_manager`] is the adapter for
 //! Secrets Manager's protocol. See DESIGN.md for the contract and README.md for the layout.
 
+pub mod audit;
 pub mod config;
 pub mod deadline;
 pub mod document;
@@ -18,4 +19,5 @@ pub mod policy;
 pub mod rotation;
 pub mod secret;
 pub mod secrets_manager;
+pub mod sweep;
 pub mod vault;

@@ -268,7 +268,7 @@ pub async fn run(
     Ok(summary)
 }
 
-async fn read_manager(kv: &KvClient, path: &str) -> Result<Manager, RunError> {
+pub(crate) async fn read_manager(kv: &KvClient, path: &str) -> Result<Manager, RunError> {
     let unusable = |reason: String| RunError::Manager {
         path: path.to_owned(),
         reason,
@@ -316,7 +316,7 @@ fn check_path(p: &str) -> Result<String, RunError> {
     Ok(clean)
 }
 
-async fn resolve_paths(
+pub(crate) async fn resolve_paths(
     kv: &KvClient,
     backend: &VaultBackend,
     action: &VaultAction,

@@ -1,0 +1,277 @@
+//! The `audit` invocation (DESIGN.md §6): a token-hygiene report of each configured manager's
+//! environment (Secrets Manager managers and the Vault manager, one entry per environment
+//! URL). It lists the tokens with `+expirationDate,+lastUsedDate,+scopes,+personalAccessToken`
+//! and reports, by id and name only (never a value), the **enabled** tokens that are
+//!
+//! - `expiring`: expiring within `AUDIT_EXPIRING_DAYS` (already expired ones included, they
+//!   are the most urgent), with their `expirationDate`;
+//! - `neverExpiring`: without an expiry;
+//! - `unused`: not used for `AUDIT_UNUSED_DAYS` (`lastUsedDate` absent or older) and created
+//!   before that (a new token has had no chance to be used), with `lastUsedDate` when known;
+//! - `tokenManagement`: holding a scope that manages tokens (`apiTokens.write`,
+//!   `TenantTokenManagement`, `activeGateTokenManagement.*`, `agentTokenManagement.read`,
+//!   `tenantTokenRotation.write`), with those scopes. The manager token itself is listed
+//!   here by design: it is the most privileged token of the environment.
+//!
+//! Disabled tokens are revoked already and only counted (`disabled`). The audit changes
+//! nothing. An environment whose tokens cannot be listed gets an `error` and empty lists;
+//! the invocation fails only when no manager can be read.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::deadline::Deadline;
+use crate::dynatrace::ApiToken;
+use crate::handler::Deps;
+use crate::sweep::{self, Problem, SweepError};
+
+/// Fields asked for in the listing.
+pub const FIELDS: &str = "+expirationDate,+lastUsedDate,+scopes,+personalAccessToken";
+
+/// Whether `scope` manages tokens (DESIGN.md, Dynatrace token API §8).
+pub fn is_token_management(scope: &str) -> bool {
+    matches!(
+        scope,
+        "apiTokens.write"
+            | "TenantTokenManagement"
+            | "agentTokenManagement.read"
+            | "tenantTokenRotation.write"
+    ) || scope.starts_with("activeGateTokenManagement.")
+}
+
+/// One token in a list of the report (metadata only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// Token id.
+    pub id: String,
+    /// Token name.
+    pub name: String,
+    /// Expiry (`expiring`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_date: Option<String>,
+    /// Last use (`unused`; absent = never used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_date: Option<String>,
+    /// Token-management scopes held (`tokenManagement`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    /// Personal access token.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub personal_access_token: bool,
+}
+
+impl Entry {
+    fn of(t: &ApiToken) -> Self {
+        Self {
+            id: t.id_str().to_owned(),
+            name: t.name_str().to_owned(),
+            expiration_date: None,
+            last_used_date: None,
+            scopes: None,
+            personal_access_token: t.personal_access_token.unwrap_or(false),
+        }
+    }
+}
+
+/// The report of one environment.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentReport {
+    /// The environment.
+    pub environment_url: String,
+    /// Tokens listed.
+    pub tokens: usize,
+    /// Disabled tokens among them (not in the lists).
+    pub disabled: usize,
+    /// Expiring within `AUDIT_EXPIRING_DAYS`.
+    pub expiring: Vec<Entry>,
+    /// Never expiring.
+    pub never_expiring: Vec<Entry>,
+    /// Unused for `AUDIT_UNUSED_DAYS`.
+    pub unused: Vec<Entry>,
+    /// Holding token-management scopes.
+    pub token_management: Vec<Entry>,
+    /// Why the environment could not be listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The audit response.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditReport {
+    /// Always `audit`.
+    pub action: &'static str,
+    /// One entry per manager environment.
+    pub environments: Vec<EnvironmentReport>,
+    /// Managers that could not be read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Problem>,
+}
+
+/// Classifies listed tokens (pure).
+pub fn classify(
+    env: &str,
+    tokens: &[ApiToken],
+    expiring_days: u32,
+    unused_days: u32,
+    now: Timestamp,
+) -> EnvironmentReport {
+    let day = 86_400_i64;
+    let expiring_limit = now.as_second() + i64::from(expiring_days) * day;
+    let unused_limit = now.as_second() - i64::from(unused_days) * day;
+    let mut r = EnvironmentReport {
+        environment_url: env.to_owned(),
+        tokens: tokens.len(),
+        ..EnvironmentReport::default()
+    };
+    for t in tokens {
+        if !t.is_enabled() {
+            r.disabled += 1;
+            continue;
+        }
+        match t.expires() {
+            Some(exp) if exp.as_second() <= expiring_limit => r.expiring.push(Entry {
+                expiration_date: t.expiration_date.clone(),
+                ..Entry::of(t)
+            }),
+            Some(_) => {}
+            None if t.expiration_date.is_none() => r.never_expiring.push(Entry::of(t)),
+            None => {}
+        }
+        let old = t.created().is_some_and(|c| c.as_second() < unused_limit);
+        let idle = t.last_used().is_none_or(|u| u.as_second() < unused_limit);
+        if old && idle {
+            r.unused.push(Entry {
+                last_used_date: t.last_used_date.clone(),
+                ..Entry::of(t)
+            });
+        }
+        let mgmt: Vec<String> = t
+            .scope_list()
+            .into_iter()
+            .filter(|s| is_token_management(s))
+            .collect();
+        if !mgmt.is_empty() {
+            r.token_management.push(Entry {
+                scopes: Some(mgmt),
+                ..Entry::of(t)
+            });
+        }
+    }
+    for list in [
+        &mut r.expiring,
+        &mut r.never_expiring,
+        &mut r.unused,
+        &mut r.token_management,
+    ] {
+        list.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    }
+    r
+}
+
+/// Runs the audit.
+pub async fn run(deps: &Deps, deadline: Deadline) -> Result<AuditReport, SweepError> {
+    let managers = sweep::load_managers(deps, deadline).await;
+    if managers.by_env.is_empty() {
+        return Err(sweep::no_managers(deps, &managers));
+    }
+    let now = Timestamp::now();
+    let mut environments = Vec::new();
+    for mgr in &managers.by_env {
+        let env = mgr.env.to_string();
+        let report = match deps
+            .dynatrace
+            .list(&mgr.env, &mgr.token, None, FIELDS, deadline)
+            .await
+        {
+            Ok(tokens) => classify(
+                &env,
+                &tokens,
+                deps.config.audit_expiring_days,
+                deps.config.audit_unused_days,
+                now,
+            ),
+            Err(e) => EnvironmentReport {
+                environment_url: env.clone(),
+                error: Some(crate::secret::redact_text(
+                    &format!("listing tokens: {e}"),
+                    1000,
+                )),
+                ..EnvironmentReport::default()
+            },
+        };
+        tracing::info!(
+            env = %env,
+            tokens = report.tokens,
+            expiring = report.expiring.len(),
+            never_expiring = report.never_expiring.len(),
+            unused = report.unused.len(),
+            token_management = report.token_management.len(),
+            "audit of environment"
+        );
+        environments.push(report);
+    }
+    Ok(AuditReport {
+        action: "audit",
+        environments,
+        errors: managers.errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynatrace::format_time;
+
+    #[test]
+    fn management_scopes() {
+        for s in [
+            "apiTokens.write",
+            "TenantTokenManagement",
+            "activeGateTokenManagement.create",
+            "agentTokenManagement.read",
+            "tenantTokenRotation.write",
+        ] {
+            assert!(is_token_management(s), "{s}");
+        }
+        assert!(!is_token_management("apiTokens.read"));
+        assert!(!is_token_management("metrics.read"));
+    }
+
+    #[test]
+    fn classification() {
+        let now = Timestamp::now();
+        let days = |d: i64| format_time(now + jiff::SignedDuration::from_hours(24 * d));
+        let t = |id: &str, exp: Option<i64>, created: i64, used: Option<i64>, scopes: &[&str]| {
+            ApiToken {
+                id: Some(id.into()),
+                name: Some(format!("{id} name")),
+                enabled: Some(true),
+                creation_date: Some(days(created)),
+                expiration_date: exp.map(days),
+                last_used_date: used.map(days),
+                scopes: Some(scopes.iter().map(|s| s.to_string()).collect()),
+                ..ApiToken::default()
+            }
+        };
+        let tokens = vec![
+            t("a", Some(3), -1, Some(0), &["metrics.read"]),
+            t("b", None, -200, None, &["apiTokens.write"]),
+            t("c", Some(100), -200, Some(-100), &[]),
+            t("d", Some(-1), -5, None, &[]),
+            ApiToken {
+                enabled: Some(false),
+                ..t("e", None, -200, None, &["apiTokens.write"])
+            },
+        ];
+        let r = classify("https://x", &tokens, 14, 90, now);
+        let ids = |l: &[Entry]| l.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&r.expiring), ["a", "d"]);
+        assert_eq!(ids(&r.never_expiring), ["b"]);
+        assert_eq!(ids(&r.unused), ["b", "c"]);
+        assert_eq!(ids(&r.token_management), ["b"]);
+        assert_eq!((r.tokens, r.disabled), (5, 1));
+    }
+}

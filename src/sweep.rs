@@ -1,0 +1,882 @@
+//! The `sweep` invocation (DESIGN.md §3.6, §6): cleans up after rotations.
+//!
+//! For each environment of a configured manager token (Secrets Manager managers of
+//! `DT_MANAGER_SECRET_IDS` and the Vault manager at `VAULT_MANAGER_PATH`, one pass per
+//! environment URL), the sweep
+//!
+//! 1. **disables** the tokens this rotator minted (their name carries the
+//!    `[dtr:<secret>:<rotation>]` marker, see [`crate::marker`]) that no stored secret
+//!    references any more, with [`rotation::revoke`] and [`OldTokenAction::Disable`], which
+//!    also appends ` [disabled YYYY-MM-DD]` to the name; and
+//! 2. **deletes** the disabled tokens whose ` [disabled YYYY-MM-DD]` date lies more than
+//!    `DT_DELETE_DISABLED_AFTER_DAYS` whole days in the past (with the default 7, a token
+//!    disabled on the 1st is deleted from the 9th on, so the grace period is never shorter
+//!    than the setting; `0` deletes from the next day on).
+//!
+//! ## Why the disable date lives in the token's name
+//!
+//! Dynatrace records no time of disabling: `modifiedDate` changes on a rename or a scope
+//! edit, not on enable/disable. The rotator therefore renames the token in the same `PUT`
+//! that disables it, and the name becomes the record of *when*. A separate ledger (a table,
+//! a tag on the secret) could drift from Dynatrace — a token deleted or re-enabled by hand,
+//! a ledger write lost after the `PUT` — whereas the name travels with the token: whatever
+//! the sweep reads is, by construction, the state of that very token.
+//!
+//! ## What is deleted
+//!
+//! Deletion applies to every **disabled** token carrying the rotator's disabled suffix,
+//! minted or not: the original (pre-rotator) tokens the rotator revoked carry the suffix
+//! because the rotator renamed them when it disabled them, and their grace period is the
+//! same. A token with the suffix that someone re-enabled by hand is not deleted (an
+//! original is left alone; a minted one is unreferenced and live, so it is disabled again,
+//! keeping its date). A token carrying neither the marker nor the suffix is never touched,
+//! and neither is any configured manager token.
+//!
+//! ## What counts as referenced
+//!
+//! - Secrets Manager (only when `DT_MANAGER_SECRET_IDS` is set): the secrets whose
+//!   `RotationLambdaARN` names this function (`AWS_LAMBDA_FUNCTION_NAME`, matched on the
+//!   `:function:<name>` part, any qualifier), found with paginated `ListSecrets`; of each,
+//!   the versions labelled `AWSCURRENT`, `AWSPREVIOUS` and `AWSPENDING`.
+//! - Vault: the latest document of each path of `VAULT_ROTATE_PATHS` / `VAULT_ROTATE_PREFIX`
+//!   (resolved as `rotate-vault` does), its token and its `previousTokenId`.
+//!
+//! A referenced token is never disabled nor deleted by the sweep (revocation of labelled
+//! tokens is the rotation's business, by policy).
+//!
+//! ## Safety
+//!
+//! - A minted token younger than one hour (`creationDate`, or no `creationDate` at all) is
+//!   never disabled: it may belong to a rotation in progress whose value is not stored yet.
+//! - A failed read must not look like "unreferenced": when a store cannot be read
+//!   completely, nothing is disabled or deleted in the environments it may reference (the
+//!   Vault manager's environment for a Vault path; every environment when the secret's
+//!   environment is unknown, when `ListSecrets` fails, or when a configured manager cannot
+//!   be read, since its token id is then unknown). Unset `VAULT_ROTATE_PATHS` /
+//!   `VAULT_ROTATE_PREFIX` count as unknown references too. Each case is reported under
+//!   `errors`.
+//! - `dryRun` reports what would be disabled and deleted and changes nothing.
+//!
+//! Response: `{"action":"sweep","dryRun":false,"disabled":[ids],"deleted":[ids],"kept":N,
+//! "errors":[{"source":..,"error":..}]}`, where `kept` counts the tokens carrying the marker
+//! or the disabled suffix that the sweep left as they are. Ids only, never a value.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+use futures::StreamExt;
+use jiff::Timestamp;
+use jiff::civil::Date;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+
+use crate::deadline::Deadline;
+use crate::document::SecretDocument;
+use crate::environment::EnvironmentUrl;
+use crate::event::VaultAction;
+use crate::handler::Deps;
+use crate::marker;
+use crate::policy::OldTokenAction;
+use crate::rotation::{self, Manager, Revoked};
+use crate::secret::redact_text;
+use crate::secrets_manager::{self, SmContext};
+use crate::vault::rotate::{RunError, read_manager, resolve_paths};
+use crate::vault::{KvClient, KvRead};
+
+/// A minted token younger than this is never disabled by the sweep.
+pub const MIN_AGE_SECONDS: i64 = 3600;
+
+const LABELS: [&str; 3] = ["AWSCURRENT", "AWSPREVIOUS", "AWSPENDING"];
+
+/// A problem the run reports without failing (secret-free).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// What could not be read or changed (secret id, Vault path, environment, setting).
+    pub source: String,
+    /// What went wrong and its consequence.
+    pub error: String,
+}
+
+impl Problem {
+    fn new(source: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        Self {
+            source: source.into(),
+            error: redact_text(&error.to_string(), 1000),
+        }
+    }
+}
+
+/// Why a sweep or an audit could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// No manager token is configured.
+    #[error(
+        "no manager token is configured: set DT_MANAGER_SECRET_IDS or VAULT_ADDR (with VAULT_MANAGER_PATH)"
+    )]
+    NotConfigured,
+    /// Managers are configured, but none could be read.
+    #[error("no configured manager token could be read: {0}")]
+    ManagersUnusable(String),
+}
+
+/// The summary of a sweep.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepSummary {
+    /// Always `sweep`.
+    pub action: &'static str,
+    /// Whether this was a dry run (the lists then say what would happen).
+    pub dry_run: bool,
+    /// Ids disabled (renamed with today's date).
+    pub disabled: Vec<String>,
+    /// Ids deleted.
+    pub deleted: Vec<String>,
+    /// Tokens with the marker or the disabled suffix left as they are.
+    pub kept: usize,
+    /// What could not be read or done.
+    pub errors: Vec<Problem>,
+}
+
+/// The configured managers, one per environment.
+pub(crate) struct Managers {
+    /// One manager per environment URL (the first configured wins).
+    pub by_env: Vec<Manager>,
+    /// Ids of every configured manager token: never touched.
+    pub manager_ids: BTreeSet<String>,
+    /// Problems reading managers.
+    pub errors: Vec<Problem>,
+    /// A configured manager could not be read, or its id is unknown.
+    pub incomplete: bool,
+    /// The logged-in Vault client and the Vault manager, when Vault is configured and works.
+    pub vault: Option<(KvClient, Manager)>,
+}
+
+/// Reads every configured manager (Secrets Manager and Vault).
+pub(crate) async fn load_managers(deps: &Deps, deadline: Deadline) -> Managers {
+    let mut all = Vec::new();
+    let mut errors = Vec::new();
+    let mut incomplete = false;
+    let mut vault = None;
+    if !deps.config.manager_secret_ids.is_empty() {
+        let ctx = SmContext {
+            config: &deps.config,
+            sm: &deps.secrets_manager,
+            dt: &deps.dynatrace,
+        };
+        match secrets_manager::load_managers(&ctx).await {
+            Ok(m) => all.extend(m),
+            Err(e) => {
+                errors.push(Problem::new("DT_MANAGER_SECRET_IDS", e));
+                incomplete = true;
+            }
+        }
+    }
+    if let Some(backend) = &deps.vault {
+        let kv = backend.kv.with_deadline(deadline.instant());
+        let path = backend.config.manager_path.clone();
+        let read: Result<Manager, RunError> = async {
+            kv.session().login_until(deadline.instant()).await?;
+            kv.ensure_kv_v2().await?;
+            read_manager(&kv, &path).await
+        }
+        .await;
+        match read {
+            Ok(m) => {
+                vault = Some((kv, m.clone()));
+                all.push(m);
+            }
+            Err(e) => {
+                errors.push(Problem::new(format!("vault:{path}"), e));
+                incomplete = true;
+            }
+        }
+    }
+    let mut by_env: Vec<Manager> = Vec::new();
+    let mut manager_ids = BTreeSet::new();
+    for m in all {
+        let id = match m.token.derived_id() {
+            Some(id) => Some(id),
+            // A legacy manager token: its id comes from a lookup of itself.
+            None => match deps
+                .dynatrace
+                .lookup(&m.env, &m.token, &m.token, deadline)
+                .await
+            {
+                Ok(Some(t)) => t.id,
+                Ok(None) => None,
+                Err(e) => {
+                    errors.push(Problem::new(
+                        &m.source,
+                        format!("looking up the manager token: {e}"),
+                    ));
+                    None
+                }
+            },
+        };
+        match id {
+            Some(id) => {
+                manager_ids.insert(id);
+            }
+            None => incomplete = true,
+        }
+        if !by_env.iter().any(|x| x.env == m.env) {
+            by_env.push(m);
+        }
+    }
+    Managers {
+        by_env,
+        manager_ids,
+        errors,
+        incomplete,
+        vault,
+    }
+}
+
+/// The run could not start: no managers at all.
+pub(crate) fn no_managers(deps: &Deps, managers: &Managers) -> SweepError {
+    if deps.config.manager_secret_ids.is_empty() && deps.vault.is_none() {
+        SweepError::NotConfigured
+    } else {
+        SweepError::ManagersUnusable(
+            managers
+                .errors
+                .iter()
+                .map(|p| format!("{}: {}", p.source, p.error))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+}
+
+/// What the stores reference.
+#[derive(Default)]
+struct References {
+    /// Every referenced token id (ids are unique across environments).
+    ids: BTreeSet<String>,
+    /// Environments whose references are incomplete: nothing is changed there.
+    tainted: BTreeSet<String>,
+    /// References of every environment are incomplete.
+    taint_all: bool,
+    errors: Vec<Problem>,
+}
+
+impl References {
+    fn fail(&mut self, env: Option<&EnvironmentUrl>, problem: Problem) {
+        match env {
+            Some(env) => {
+                self.tainted.insert(env.to_string());
+            }
+            None => self.taint_all = true,
+        }
+        self.errors.push(problem);
+    }
+
+    fn is_tainted(&self, env: &EnvironmentUrl) -> bool {
+        self.taint_all || self.tainted.contains(&env.to_string())
+    }
+}
+
+/// What one stored secret references, or why that is unknown.
+#[derive(Default)]
+struct Found {
+    ids: Vec<String>,
+    failure: Option<(Option<EnvironmentUrl>, Problem)>,
+}
+
+/// Runs a sweep. Returns the summary whenever it ran (problems included); an error only when
+/// no manager could be used.
+pub async fn run(
+    deps: &Deps,
+    dry_run: bool,
+    deadline: Deadline,
+) -> Result<SweepSummary, SweepError> {
+    let managers = load_managers(deps, deadline).await;
+    if managers.by_env.is_empty() {
+        return Err(no_managers(deps, &managers));
+    }
+    let mut refs = References {
+        errors: managers.errors.clone(),
+        ..References::default()
+    };
+    if managers.incomplete {
+        refs.taint_all = true;
+        refs.errors.push(Problem::new(
+            "managers",
+            "a configured manager token could not be read, so its id is unknown: nothing is disabled or deleted",
+        ));
+    }
+    if !deps.config.manager_secret_ids.is_empty() {
+        collect_secrets_manager(deps, &managers, &mut refs, deadline).await;
+    }
+    if let (Some(backend), Some((kv, vmgr))) = (&deps.vault, &managers.vault) {
+        collect_vault(deps, backend, kv, vmgr, &mut refs, deadline).await;
+    }
+    let mut summary = SweepSummary {
+        action: "sweep",
+        dry_run,
+        disabled: Vec::new(),
+        deleted: Vec::new(),
+        kept: 0,
+        errors: Vec::new(),
+    };
+    for mgr in &managers.by_env {
+        sweep_environment(
+            deps,
+            mgr,
+            &managers.manager_ids,
+            &refs,
+            &mut summary,
+            deadline,
+        )
+        .await;
+    }
+    let mut errors = refs.errors;
+    errors.append(&mut summary.errors);
+    summary.errors = errors;
+    tracing::info!(
+        dry_run,
+        disabled = ?summary.disabled,
+        deleted = ?summary.deleted,
+        kept = summary.kept,
+        errors = summary.errors.len(),
+        "sweep done"
+    );
+    Ok(summary)
+}
+
+/// Whether `arn` (a `RotationLambdaARN`) names the function `name`, with or without a
+/// version/alias qualifier.
+pub fn names_function(arn: &str, name: &str) -> bool {
+    arn.split_once(":function:")
+        .map(|(_, rest)| rest.split(':').next() == Some(name))
+        .unwrap_or(false)
+}
+
+async fn collect_secrets_manager(
+    deps: &Deps,
+    managers: &Managers,
+    refs: &mut References,
+    deadline: Deadline,
+) {
+    let Some(function) = deps.config.function_name.as_deref() else {
+        refs.fail(
+            None,
+            Problem::new(
+                "secretsmanager",
+                "AWS_LAMBDA_FUNCTION_NAME is not set, so the secrets this function rotates cannot be found: nothing is disabled or deleted",
+            ),
+        );
+        return;
+    };
+    let sm = &deps.secrets_manager;
+    let mut secrets = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = sm
+            .list_secrets()
+            .max_results(100)
+            .set_next_token(next.take())
+            .send()
+            .await;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                refs.fail(
+                    None,
+                    Problem::new(
+                        "secretsmanager:ListSecrets",
+                        format!(
+                            "{}: {}; nothing is disabled or deleted",
+                            e.code().unwrap_or("Unknown"),
+                            e.message().unwrap_or("no message")
+                        ),
+                    ),
+                );
+                return;
+            }
+        };
+        for s in page.secret_list() {
+            if s.rotation_lambda_arn()
+                .is_some_and(|a| names_function(a, function))
+                && let Some(id) = s.arn().or(s.name())
+            {
+                secrets.push(id.to_owned());
+            }
+        }
+        match page.next_token {
+            Some(t) if !t.is_empty() => next = Some(t),
+            _ => break,
+        }
+    }
+    tracing::info!(
+        secrets = secrets.len(),
+        "sweep: Secrets Manager secrets rotated by this function"
+    );
+    let found: Vec<(String, Found)> = futures::stream::iter(secrets)
+        .map(|id| async move {
+            let f = read_sm_secret(deps, managers, &id, deadline).await;
+            (id, f)
+        })
+        .buffer_unordered(deps.config.rotation_concurrency)
+        .collect()
+        .await;
+    for (_, f) in found {
+        refs.ids.extend(f.ids);
+        if let Some((env, p)) = f.failure {
+            refs.fail(env.as_ref(), p);
+        }
+    }
+}
+
+async fn read_sm_secret(
+    deps: &Deps,
+    managers: &Managers,
+    secret: &str,
+    deadline: Deadline,
+) -> Found {
+    let sm = &deps.secrets_manager;
+    let mut found = Found::default();
+    let aws_problem = |op: &str, code: Option<&str>, msg: Option<&str>| {
+        Problem::new(
+            secret,
+            format!(
+                "{op}: {}: {}; nothing is disabled or deleted where it may reference tokens",
+                code.unwrap_or("Unknown"),
+                msg.unwrap_or("no message")
+            ),
+        )
+    };
+    let desc = match sm.describe_secret().secret_id(secret).send().await {
+        Ok(d) => d,
+        Err(e) if e.code() == Some("ResourceNotFoundException") => return found,
+        Err(e) => {
+            found.failure = Some((None, aws_problem("DescribeSecret", e.code(), e.message())));
+            return found;
+        }
+    };
+    for (version, stages) in desc.version_ids_to_stages.unwrap_or_default() {
+        if !stages.iter().any(|s| LABELS.contains(&s.as_str())) {
+            continue;
+        }
+        let value = match sm
+            .get_secret_value()
+            .secret_id(secret)
+            .version_id(&version)
+            .send()
+            .await
+        {
+            Ok(v) => v,
+            // A pending version without a value yet, or a secret deleted meanwhile.
+            Err(e) if e.code() == Some("ResourceNotFoundException") => continue,
+            Err(e) => {
+                found.failure = Some((None, aws_problem("GetSecretValue", e.code(), e.message())));
+                return found;
+            }
+        };
+        let Some(text) = value.secret_string.map(secrecy::SecretString::from) else {
+            continue;
+        };
+        match SecretDocument::parse(text.expose_secret()) {
+            Ok(doc) => match document_ids(deps, managers, &doc, deadline).await {
+                Ok(ids) => found.ids.extend(ids),
+                Err((env, why)) => {
+                    found.failure = Some((env, Problem::new(secret, why)));
+                    return found;
+                }
+            },
+            // Not a token document the rotator accepts; any token id it holds still counts.
+            Err(_) => found.ids.extend(scan_ids(text.expose_secret())),
+        }
+    }
+    found
+}
+
+/// The id of the token a document holds. A legacy token without `tokenId` is looked up with the manager of
+/// its environment; an environment that is not one of ours cannot hold our tokens.
+async fn document_ids(
+    deps: &Deps,
+    managers: &Managers,
+    doc: &SecretDocument,
+    deadline: Deadline,
+) -> Result<Vec<String>, (Option<EnvironmentUrl>, String)> {
+    if let Some(id) = doc.known_token_id() {
+        return Ok(vec![id]);
+    }
+    let mgr = match doc.environment_url.as_deref() {
+        Some(raw) => match EnvironmentUrl::parse(raw) {
+            Ok(env) => match managers.by_env.iter().find(|m| m.env == env) {
+                Some(m) => m,
+                None => return Ok(Vec::new()),
+            },
+            Err(_) => return Ok(Vec::new()),
+        },
+        None if managers.by_env.len() == 1 => &managers.by_env[0],
+        None => {
+            return Err((
+                None,
+                "a legacy token without environmentUrl and several environments: its id cannot be determined; nothing is disabled or deleted".into(),
+            ));
+        }
+    };
+    match rotation::token_id_of(&deps.dynatrace, mgr, doc, deadline).await {
+        Ok(id) => Ok(id.into_iter().collect()),
+        Err(e) => Err((
+            Some(mgr.env.clone()),
+            format!("{e}; nothing is disabled or deleted in {}", mgr.env),
+        )),
+    }
+}
+
+async fn collect_vault(
+    deps: &Deps,
+    backend: &crate::vault::rotate::VaultBackend,
+    kv: &KvClient,
+    vmgr: &Manager,
+    refs: &mut References,
+    deadline: Deadline,
+) {
+    let action = VaultAction::default();
+    let paths = match resolve_paths(kv, backend, &action, &backend.config.manager_path).await {
+        Ok(p) => p,
+        Err(RunError::NoPaths) => {
+            refs.fail(
+                Some(&vmgr.env),
+                Problem::new(
+                    "vault",
+                    format!(
+                        "VAULT_ROTATE_PATHS / VAULT_ROTATE_PREFIX are not set, so the Vault secrets that reference tokens are unknown: nothing is disabled or deleted in {}",
+                        vmgr.env
+                    ),
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            refs.fail(
+                Some(&vmgr.env),
+                Problem::new(
+                    "vault",
+                    format!("{e}; nothing is disabled or deleted in {}", vmgr.env),
+                ),
+            );
+            return;
+        }
+    };
+    let managers = std::slice::from_ref(vmgr);
+    let found: Vec<(String, Result<Vec<String>, String>)> = futures::stream::iter(paths)
+        .map(|path| async move {
+            let r = read_vault_path(deps, kv, managers, &path, deadline).await;
+            (path, r)
+        })
+        .buffer_unordered(deps.config.rotation_concurrency)
+        .collect()
+        .await;
+    for (path, r) in found {
+        match r {
+            Ok(ids) => refs.ids.extend(ids),
+            Err(why) => refs.fail(
+                Some(&vmgr.env),
+                Problem::new(
+                    format!("vault:{path}"),
+                    format!("{why}; nothing is disabled or deleted in {}", vmgr.env),
+                ),
+            ),
+        }
+    }
+}
+
+async fn read_vault_path(
+    deps: &Deps,
+    kv: &KvClient,
+    vmgr: &[Manager],
+    path: &str,
+    deadline: Deadline,
+) -> Result<Vec<String>, String> {
+    let entry = match kv.read(path).await.map_err(|e| e.to_string())? {
+        KvRead::Present(e) => e,
+        KvRead::Missing => return Ok(Vec::new()),
+        KvRead::Deleted { version } => {
+            tracing::info!(
+                path,
+                version,
+                "sweep: the latest version is deleted; it references nothing"
+            );
+            return Ok(Vec::new());
+        }
+    };
+    match SecretDocument::from_map(entry.data.clone()) {
+        Ok(doc) => {
+            let mut ids: Vec<String> = doc.previous_token_id.iter().cloned().collect();
+            let mgr = &vmgr[0];
+            match doc.known_token_id() {
+                Some(id) => ids.push(id),
+                None => ids.extend(
+                    rotation::token_id_of(&deps.dynatrace, mgr, &doc, deadline)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
+            }
+            Ok(ids)
+        }
+        Err(_) => {
+            let text = zeroize::Zeroizing::new(serde_json::Value::Object(entry.data).to_string());
+            Ok(scan_ids(&text))
+        }
+    }
+}
+
+/// Every current-format token id (`dt0[a-zA-Z][0-9]{2}.` + 24 of `[A-Z0-9]`) in `text`, as
+/// found in a token value, `tokenId` or `previousTokenId` alike.
+pub fn scan_ids(text: &str) -> Vec<String> {
+    const LEN: usize = 31;
+    let b = text.as_bytes();
+    let upper_digit = |c: &u8| c.is_ascii_uppercase() || c.is_ascii_digit();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + LEN <= b.len() {
+        let candidate = &b[i..i + LEN];
+        let boundary_before = i == 0 || !b[i - 1].is_ascii_alphanumeric();
+        let boundary_after = b.get(i + LEN).is_none_or(|c| !upper_digit(c));
+        if boundary_before
+            && boundary_after
+            && candidate.starts_with(b"dt0")
+            && candidate[3].is_ascii_alphabetic()
+            && candidate[4].is_ascii_digit()
+            && candidate[5].is_ascii_digit()
+            && candidate[6] == b'.'
+            && candidate[7..].iter().all(upper_digit)
+        {
+            out.push(text[i..i + LEN].to_owned());
+            i += LEN;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Whether the token disabled on `date` is past its grace period of `days` on `today`.
+pub fn grace_over(date: Date, days: u32, today: Date) -> bool {
+    match date.checked_add(jiff::Span::new().days(i64::from(days))) {
+        Ok(limit) => today > limit,
+        Err(_) => false,
+    }
+}
+
+/// What the sweep does with one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Neither marker nor disabled suffix: not the rotator's.
+    NotOurs,
+    /// Left as it is.
+    Keep,
+    /// Disable (and rename with today's date).
+    Disable,
+    /// Delete.
+    Delete,
+}
+
+/// The decision for one token (pure).
+pub fn verdict(
+    token: &crate::dynatrace::ApiToken,
+    referenced: bool,
+    is_manager: bool,
+    delete_after_days: u32,
+    now: Timestamp,
+    today: Date,
+) -> Verdict {
+    let name = token.name_str();
+    let minted = marker::is_minted(name);
+    let disabled_on = marker::disabled_on(name);
+    if !minted && disabled_on.is_none() {
+        return Verdict::NotOurs;
+    }
+    if is_manager || referenced || token.id.is_none() {
+        return Verdict::Keep;
+    }
+    if !token.is_enabled() {
+        return match disabled_on {
+            Some(date) if grace_over(date, delete_after_days, today) => Verdict::Delete,
+            Some(_) => Verdict::Keep,
+            // Disabled by hand without the rotator's record: start the grace period now.
+            None => Verdict::Disable,
+        };
+    }
+    if !minted {
+        // An original the rotator disabled, enabled again by someone: theirs to decide.
+        return Verdict::Keep;
+    }
+    let old_enough = token
+        .created()
+        .is_some_and(|c| now.as_second() - c.as_second() >= MIN_AGE_SECONDS);
+    if old_enough {
+        Verdict::Disable
+    } else {
+        Verdict::Keep
+    }
+}
+
+async fn sweep_environment(
+    deps: &Deps,
+    mgr: &Manager,
+    manager_ids: &BTreeSet<String>,
+    refs: &References,
+    summary: &mut SweepSummary,
+    deadline: Deadline,
+) {
+    let dt = &deps.dynatrace;
+    let tokens = match dt
+        .list(&mgr.env, &mgr.token, None, "+modifiedDate", deadline)
+        .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            summary.errors.push(Problem::new(
+                mgr.env.to_string(),
+                format!("listing tokens: {e}"),
+            ));
+            return;
+        }
+    };
+    let tainted = refs.is_tainted(&mgr.env);
+    let now = Timestamp::now();
+    let today = jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::UTC)
+        .date();
+    let days = deps.config.delete_disabled_after_days;
+    for t in tokens {
+        let id = t.id_str().to_owned();
+        let mut v = verdict(
+            &t,
+            refs.ids.contains(&id),
+            manager_ids.contains(&id),
+            days,
+            now,
+            today,
+        );
+        if tainted && v != Verdict::NotOurs {
+            v = Verdict::Keep;
+        }
+        match v {
+            Verdict::NotOurs => {}
+            Verdict::Keep => summary.kept += 1,
+            Verdict::Disable if summary.dry_run => summary.disabled.push(id),
+            Verdict::Delete if summary.dry_run => summary.deleted.push(id),
+            Verdict::Disable => {
+                match rotation::revoke(dt, mgr, &id, OldTokenAction::Disable, today, deadline).await
+                {
+                    Ok(Revoked::Disabled) => {
+                        tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled an unreferenced token");
+                        summary.disabled.push(id);
+                    }
+                    Ok(other) => {
+                        tracing::info!(token_id = %id, outcome = ?other, "sweep: nothing to disable");
+                    }
+                    Err(e) => summary.errors.push(Problem::new(id, e)),
+                }
+            }
+            Verdict::Delete => match dt.delete(&mgr.env, &mgr.token, &id, deadline).await {
+                Ok(true) => {
+                    tracing::info!(token_id = %id, env = %mgr.env, "sweep: deleted a token disabled past its grace period");
+                    summary.deleted.push(id);
+                }
+                Ok(false) => tracing::info!(token_id = %id, "sweep: already deleted"),
+                Err(e) => summary.errors.push(Problem::new(
+                    id.clone(),
+                    format!("deleting token {id}: {e}"),
+                )),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynatrace::ApiToken;
+
+    #[test]
+    fn function_arn_matching() {
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:rotator";
+        assert!(names_function(arn, "rotator"));
+        assert!(names_function(&format!("{arn}:live"), "rotator"));
+        assert!(!names_function(arn, "rot"));
+        assert!(!names_function(
+            "arn:aws:lambda:us-east-1:1:function:rotator-2",
+            "rotator"
+        ));
+        assert!(!names_function("rotator", "rotator"));
+    }
+
+    #[test]
+    fn ids_are_found_in_any_text() {
+        let id = "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX";
+        let value = format!("{id}.{}", "A".repeat(64));
+        let text = format!(
+            "{{\"token\":\"{value}\",\"x\":\"{id}\",\"y\":\"xdt0c01.ABCDEFGHIJKLMNOPQRSTUVWX\"}}"
+        );
+        assert_eq!(scan_ids(&text), vec![id.to_owned(), id.to_owned()]);
+        assert!(scan_ids("dt0c01.SHORT").is_empty());
+    }
+
+    #[test]
+    fn grace_period_is_whole_days() {
+        let d: Date = "2026-11-01".parse().unwrap();
+        assert!(!grace_over(d, 7, "2026-11-08".parse().unwrap()));
+        assert!(grace_over(d, 7, "2026-11-09".parse().unwrap()));
+        assert!(!grace_over(d, 0, d));
+        assert!(grace_over(d, 0, "2026-11-02".parse().unwrap()));
+    }
+
+    fn token(name: &str, enabled: bool, age_seconds: i64, now: Timestamp) -> ApiToken {
+        ApiToken {
+            id: Some("dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX".into()),
+            name: Some(name.into()),
+            enabled: Some(enabled),
+            creation_date: Some(crate::dynatrace::format_time(
+                now - jiff::SignedDuration::from_secs(age_seconds),
+            )),
+            ..ApiToken::default()
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let now = Timestamp::now();
+        let today: Date = "2026-11-20".parse().unwrap();
+        let v = |t: &ApiToken, referenced, manager| verdict(t, referenced, manager, 7, now, today);
+        let minted = token("a [dtr:s:r]", true, 7200, now);
+        assert_eq!(v(&minted, false, false), Verdict::Disable);
+        assert_eq!(v(&minted, true, false), Verdict::Keep);
+        assert_eq!(v(&minted, false, true), Verdict::Keep);
+        assert_eq!(
+            v(&token("a [dtr:s:r]", true, 60, now), false, false),
+            Verdict::Keep
+        );
+        assert_eq!(
+            v(&token("plain", true, 7200, now), false, false),
+            Verdict::NotOurs
+        );
+        assert_eq!(
+            v(&token("plain", false, 7200, now), false, false),
+            Verdict::NotOurs
+        );
+        let old = token("a [disabled 2026-11-01]", false, 7200, now);
+        assert_eq!(v(&old, false, false), Verdict::Delete);
+        assert_eq!(v(&old, true, false), Verdict::Keep);
+        let recent = token("a [dtr:s:r] [disabled 2026-11-19]", false, 7200, now);
+        assert_eq!(v(&recent, false, false), Verdict::Keep);
+        assert_eq!(
+            v(
+                &token("a [disabled 2026-11-01]", true, 7200, now),
+                false,
+                false
+            ),
+            Verdict::Keep
+        );
+        assert_eq!(
+            v(&token("a [dtr:s:r]", false, 7200, now), false, false),
+            Verdict::Disable
+        );
+    }
+}

@@ -1,0 +1,360 @@
+//! The `sweep` invocation against moto, OpenBao and the Dynatrace emulator: unreferenced
+//! minted tokens are disabled (not the young ones), tokens disabled past the grace period are
+//! deleted, referenced tokens, unrelated tokens and the manager are never touched, a dry run
+//! changes nothing, and an unreadable store disables nothing.
+
+mod support;
+
+use dynatrace_emulator::{SeedToken, Seeded};
+use dynatrace_token_rotator::config::VaultAuth;
+use dynatrace_token_rotator::marker::{self, Marker};
+use dynatrace_token_rotator::vault::rotate::VaultBackend;
+use jiff::civil::Date;
+use jiff::{SignedDuration, Span, Timestamp};
+use rotator_sandbox::sm;
+use serde_json::{Value, json};
+use support::{APP_SCOPES, VaultWorld, World};
+
+const FUNCTION: &str = "dynatrace-token-rotator";
+
+fn today() -> Date {
+    jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::UTC)
+        .date()
+}
+
+fn days_ago(d: i64) -> Date {
+    today() - Span::new().days(d)
+}
+
+fn hours_ago(h: i64) -> Timestamp {
+    Timestamp::now() - SignedDuration::from_hours(h)
+}
+
+fn ids(v: &Value, key: &str) -> Vec<String> {
+    let mut out: Vec<String> = v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+        .iter()
+        .map(|x| x.as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// The tokens the sweep must act on or leave alone, seeded next to real rotations.
+struct Seeds {
+    orphan: Seeded,
+    young_orphan: Seeded,
+    old_disabled: Seeded,
+    old_disabled_minted: Seeded,
+    recent_disabled: Seeded,
+    unrelated: Seeded,
+    unrelated_disabled: Seeded,
+}
+
+fn seed(emu: &dynatrace_emulator::Emulator, marker_of: &Marker) -> Seeds {
+    let tok = |name: String, enabled: bool, creation: Timestamp| {
+        emu.seed_token(SeedToken {
+            enabled,
+            creation: Some(creation),
+            ..SeedToken::new(&name, APP_SCOPES)
+        })
+    };
+    let minted_name = marker_of.name_for("app1 metrics");
+    Seeds {
+        orphan: tok(minted_name.clone(), true, hours_ago(2)),
+        young_orphan: tok(
+            minted_name.clone(),
+            true,
+            Timestamp::now() - SignedDuration::from_mins(10),
+        ),
+        old_disabled: tok(
+            marker::disabled_name("legacy app token", days_ago(30)),
+            false,
+            hours_ago(24 * 60),
+        ),
+        old_disabled_minted: tok(
+            marker::disabled_name(&minted_name, days_ago(8)),
+            false,
+            hours_ago(24 * 40),
+        ),
+        recent_disabled: tok(
+            marker::disabled_name(&minted_name, days_ago(2)),
+            false,
+            hours_ago(24 * 40),
+        ),
+        unrelated: tok("someone else's token".into(), true, hours_ago(24 * 10)),
+        unrelated_disabled: tok("disabled by hand".into(), false, hours_ago(24 * 10)),
+    }
+}
+
+/// (id, name, enabled) of every token: what a sweep may change.
+fn state(emu: &dynatrace_emulator::Emulator) -> Vec<(String, String, bool)> {
+    emu.tokens()
+        .into_iter()
+        .map(|t| (t.id, t.name, t.enabled))
+        .collect()
+}
+
+#[tokio::test]
+async fn secrets_manager_sweep_disables_orphans_deletes_expired_and_spares_the_rest() {
+    let w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
+    let (secret, original) = w.app_secret(json!({})).await;
+    w.rotate(&secret).await;
+    w.rotate(&secret).await;
+    let current = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    let previous = w.token_id_at(&secret, sm::AWSPREVIOUS).await.unwrap();
+    // An interrupted rotation: a pending version holding a minted token.
+    let pending_version = w.begin(&secret).await;
+    w.step(&secret, &pending_version, "createSecret")
+        .await
+        .unwrap();
+    let pending = w.token_id_at(&secret, sm::AWSPENDING).await.unwrap();
+    assert!(
+        !w.token(&original.id).enabled,
+        "disabled by the second rotation"
+    );
+
+    let arn =
+        w.sm.describe_secret()
+            .secret_id(&secret)
+            .send()
+            .await
+            .unwrap()
+            .arn
+            .unwrap();
+    let s = seed(
+        &w.emu,
+        &Marker::secrets_manager(&arn, "an-abandoned-version"),
+    );
+
+    // Dry run: reports, changes nothing.
+    let before = state(&w.emu);
+    let dry = w
+        .invoke(json!({"action": "sweep", "dryRun": true}))
+        .await
+        .unwrap();
+    assert_eq!(dry["action"], "sweep");
+    assert_eq!(dry["dryRun"], true);
+    assert_eq!(ids(&dry, "disabled"), vec![s.orphan.id.clone()], "{dry}");
+    assert_eq!(
+        ids(&dry, "deleted"),
+        sorted(vec![
+            s.old_disabled.id.clone(),
+            s.old_disabled_minted.id.clone()
+        ]),
+        "{dry}"
+    );
+    assert_eq!(state(&w.emu), before, "a dry run changes nothing");
+
+    let out = w
+        .invoke(json!({"action": "sweep", "dryRun": false}))
+        .await
+        .unwrap();
+    assert_eq!(out["dryRun"], false);
+    assert_eq!(ids(&out, "disabled"), vec![s.orphan.id.clone()], "{out}");
+    assert_eq!(
+        ids(&out, "deleted"),
+        sorted(vec![
+            s.old_disabled.id.clone(),
+            s.old_disabled_minted.id.clone()
+        ]),
+        "{out}"
+    );
+    assert_eq!(out["errors"], json!([]), "{out}");
+    // kept: original (disabled today), previous, current, pending, young orphan, recent disabled
+    assert_eq!(out["kept"], 6, "{out}");
+
+    let orphan = w.token(&s.orphan.id);
+    assert!(!orphan.enabled);
+    assert_eq!(marker::disabled_on(&orphan.name), Some(today()));
+    assert!(marker::is_minted(&orphan.name));
+    assert!(
+        w.token(&s.young_orphan.id).enabled,
+        "younger than 1 h: kept"
+    );
+    assert!(w.emu.was_deleted(&s.old_disabled.id));
+    assert!(w.emu.was_deleted(&s.old_disabled_minted.id));
+    assert!(
+        !w.token(&s.recent_disabled.id).enabled,
+        "within grace: kept"
+    );
+    assert_eq!(
+        w.token(&s.unrelated.id).name,
+        "someone else's token",
+        "unrelated: untouched"
+    );
+    assert!(w.token(&s.unrelated.id).enabled);
+    assert_eq!(w.token(&s.unrelated_disabled.id).name, "disabled by hand");
+    assert!(
+        w.token(&w.manager.id).enabled,
+        "the manager is never touched"
+    );
+    for id in [&current, &previous, &pending] {
+        assert!(w.token(id).enabled, "labelled token {id} stays enabled");
+    }
+    assert!(
+        w.emu.token(&original.id).is_some(),
+        "disabled today: within its grace period"
+    );
+
+    // Idempotent.
+    let again = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(ids(&again, "disabled"), Vec::<String>::new(), "{again}");
+    assert_eq!(ids(&again, "deleted"), Vec::<String>::new(), "{again}");
+
+    // The interrupted rotation completes normally after the sweep.
+    for step in ["setSecret", "testSecret", "finishSecret"] {
+        w.step(&secret, &pending_version, step)
+            .await
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+    }
+    w.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn without_the_function_name_secrets_manager_references_are_unknown_and_nothing_changes() {
+    let w = World::new(&[]).await;
+    let (secret, _) = w.app_secret(json!({})).await;
+    w.rotate(&secret).await;
+    let s = seed(&w.emu, &Marker::secrets_manager("arn:x", "v"));
+    let before = state(&w.emu);
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(ids(&out, "disabled"), Vec::<String>::new(), "{out}");
+    assert_eq!(ids(&out, "deleted"), Vec::<String>::new(), "{out}");
+    assert!(
+        out["errors"]
+            .to_string()
+            .contains("AWS_LAMBDA_FUNCTION_NAME"),
+        "{out}"
+    );
+    assert_eq!(state(&w.emu), before);
+    assert!(w.token(&s.orphan.id).enabled);
+    w.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn vault_sweep_keeps_latest_and_previous_and_disables_orphans() {
+    let mut w = VaultWorld::new(&[]).await;
+    let prefix = format!("{}/dynatrace/", w.root);
+    w.deps.vault.as_mut().unwrap().config.rotate_prefix = Some(prefix);
+    let (a, original) = w.app("app1", json!({})).await;
+    let (b, untouched) = w.app("app2", json!({})).await;
+    w.rotate(&[&a], true, false).await;
+    w.rotate(&[&a], true, false).await;
+    let (_, doc) = w.read(&a).await;
+    let latest = doc["tokenId"].as_str().unwrap().to_owned();
+    let previous = doc["previousTokenId"].as_str().unwrap().to_owned();
+    assert!(!w.token(&original.id).enabled);
+
+    let s = seed(&w.emu, &Marker::vault("secret", &a, 99));
+    let before = state(&w.emu);
+    let dry = w
+        .invoke(json!({"action": "sweep", "dryRun": true}))
+        .await
+        .unwrap();
+    assert_eq!(ids(&dry, "disabled"), vec![s.orphan.id.clone()], "{dry}");
+    assert_eq!(state(&w.emu), before);
+
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(ids(&out, "disabled"), vec![s.orphan.id.clone()], "{out}");
+    assert_eq!(
+        ids(&out, "deleted"),
+        sorted(vec![
+            s.old_disabled.id.clone(),
+            s.old_disabled_minted.id.clone()
+        ]),
+        "{out}"
+    );
+    assert_eq!(out["errors"], json!([]), "{out}");
+    for id in [&latest, &previous, &untouched.id, &w.manager.id] {
+        assert!(w.token(id).enabled, "{id} stays enabled");
+    }
+    assert!(w.token(&s.young_orphan.id).enabled);
+    assert!(w.token(&s.unrelated.id).enabled);
+    // Every live minted token is referenced, except the young one (a rotation in progress).
+    let (_, doc_b) = w.read(&b).await;
+    let live: Vec<String> = w.live_minted().into_iter().map(|t| t.id).collect();
+    for id in &live {
+        assert!(
+            [&latest, &previous, &s.young_orphan.id].contains(&id)
+                || doc_b["tokenId"] == id.as_str(),
+            "live unreferenced minted token {id}"
+        );
+    }
+    w.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn unreadable_vault_paths_disable_and_delete_nothing_in_that_environment() {
+    let mut w = VaultWorld::new(&[]).await;
+    w.deps.vault.as_mut().unwrap().config.rotate_prefix = Some(format!("{}/dynatrace/", w.root));
+    let (a, _) = w.app("app1", json!({})).await;
+    w.rotate(&[&a], true, false).await;
+    let s = seed(&w.emu, &Marker::vault("secret", &a, 99));
+
+    // A token that reads the manager document only: listing and reading paths is refused.
+    let policy = format!(
+        "path \"secret/data/{root}/dynatrace/master\" {{ capabilities = [\"read\"] }}\n",
+        root = w.root
+    );
+    let name = format!("sweep-manager-only-{}", w.root);
+    w.bao.put_policy(&name, &policy).await.unwrap();
+    let restricted = w.bao.create_token(&[&name]).await.unwrap();
+    w.secrets.push(restricted.clone());
+    let mut vcfg = w.deps.config.vault.clone().unwrap();
+    vcfg.auth = VaultAuth::Token(restricted.into());
+    vcfg.rotate_prefix = Some(format!("{}/dynatrace/", w.root));
+    w.deps.vault = Some(VaultBackend::new(&vcfg, None).unwrap());
+
+    let before = state(&w.emu);
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(ids(&out, "disabled"), Vec::<String>::new(), "{out}");
+    assert_eq!(ids(&out, "deleted"), Vec::<String>::new(), "{out}");
+    let errors = out["errors"].to_string();
+    assert!(errors.contains("nothing is disabled or deleted"), "{out}");
+    assert_eq!(state(&w.emu), before, "nothing changed");
+    assert!(w.token(&s.orphan.id).enabled);
+
+    // A Vault token that does not work at all: no manager can be read, the sweep cannot run.
+    vcfg.auth = VaultAuth::Token("s.not-a-valid-vault-token".to_owned().into());
+    w.deps.vault = Some(VaultBackend::new(&vcfg, None).unwrap());
+    let err = w.invoke(json!({"action": "sweep"})).await.unwrap_err();
+    assert_eq!(err.error_type, "ManagerUnusable", "{err}");
+    assert_eq!(state(&w.emu), before);
+    w.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn a_failing_vault_store_blocks_the_sweep_of_a_shared_environment() {
+    // Secrets Manager and Vault managers for the same environment; Vault refuses the login.
+    let mut w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
+    let (secret, _) = w.app_secret(json!({})).await;
+    w.rotate(&secret).await;
+    let s = seed(&w.emu, &Marker::secrets_manager("arn:elsewhere", "v"));
+    let bao = rotator_sandbox::Bao::shared();
+    let vcfg = dynatrace_token_rotator::config::VaultConfig {
+        addr: url::Url::parse(&bao.addr()).unwrap(),
+        namespace: None,
+        kv_mount: "secret".into(),
+        manager_path: "nowhere/dynatrace/master".into(),
+        auth: VaultAuth::Token("s.wrong-token".to_owned().into()),
+        rotate_paths: vec!["nowhere/app".into()],
+        rotate_prefix: None,
+    };
+    w.deps.vault = Some(VaultBackend::new(&vcfg, None).unwrap());
+    let before = state(&w.emu);
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(ids(&out, "disabled"), Vec::<String>::new(), "{out}");
+    assert_eq!(ids(&out, "deleted"), Vec::<String>::new(), "{out}");
+    assert!(out["errors"].to_string().contains("vault:"), "{out}");
+    assert_eq!(state(&w.emu), before);
+    assert!(w.token(&s.orphan.id).enabled);
+    w.assert_no_leaks();
+}
