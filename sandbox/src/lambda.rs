@@ -23,6 +23,11 @@ impl CargoLambda {
     /// to `timeout`) until its invoke port answers. The function is compiled on the first invoke;
     /// build it beforehand (`cargo build --bin dynatrace-token-rotator`) to keep that short.
     pub fn watch(envs: &[(&str, &str)], timeout: Duration) -> Result<Self> {
+        Self::watch_profile(envs, timeout, false)
+    }
+
+    /// Like [`CargoLambda::watch`], with the release profile when `release` (for benchmarks).
+    pub fn watch_profile(envs: &[(&str, &str)], timeout: Duration, release: bool) -> Result<Self> {
         let program = tool("cargo-lambda")?;
         let port = free_port()?;
         let env_file = std::env::temp_dir().join(format!(
@@ -40,7 +45,7 @@ impl CargoLambda {
             text.push_str(&format!("{k}={v}\n"));
         }
         std::fs::write(&env_file, text)?;
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "lambda",
             "watch",
             "--invoke-address",
@@ -58,6 +63,9 @@ impl CargoLambda {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if release {
+            args.push("--release".to_string());
+        }
         let process = Supervised::spawn(
             "cargo-lambda-watch",
             &program,

@@ -30,6 +30,8 @@ const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecr
 fn usage() -> ExitCode {
     eprintln!(
         "usage: sandbox demo\n\n\
+         bench  measure a 200-path Vault run (20 ms Dynatrace latency, concurrency 16), cold\n       \
+         start, peak memory and time per Secrets Manager rotation of the release binary\n       \
          demo   rotate a Dynatrace token held in moto (Secrets Manager) with the Lambda binary\n       \
          under `cargo lambda watch`, against the Dynatrace emulator, and report the result\n\n\
          Run it through scripts/demo.sh, which installs the tools first."
@@ -46,8 +48,14 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["demo"] => {}
+        ["bench"] => return run(bench()),
         _ => return usage(),
     }
+    run(demo())
+}
+
+/// Runs `work` on a multi-threaded runtime and maps its outcome to an exit code.
+fn run(work: impl std::future::Future<Output = Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,7 +66,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(demo()) {
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("\ndemo FAILED: {e}");
@@ -521,4 +529,163 @@ async fn vault_rotation(
             problems.join("\n  - ")
         )))
     }
+}
+
+/// Peak resident memory (VmHWM, KiB) of the running rotator function process.
+fn function_peak_rss_kib() -> Option<u64> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        if first.ends_with(b"release/dynatrace-token-rotator") {
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            return line.split_whitespace().nth(1)?.parse().ok();
+        }
+    }
+    None
+}
+
+/// The benchmark: release binary under `cargo lambda watch --release`, emulator with 20 ms
+/// latency per request, OpenBao with 200 secrets, `ROTATION_CONCURRENCY=16`.
+async fn bench() -> Result<()> {
+    const PATHS: usize = 200;
+    say("building the release binary");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = tokio::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "dynatrace-token-rotator",
+            "--bin",
+            "dynatrace-token-rotator",
+        ])
+        .current_dir(workspace_root())
+        .status()
+        .await?;
+    if !status.success() {
+        return Err(Error::new("release build failed"));
+    }
+    let binary = workspace_root().join("target/release/dynatrace-token-rotator");
+    let size = std::fs::metadata(&binary)?.len();
+    println!(
+        "    release binary (host architecture): {} bytes ({:.1} MiB)",
+        size,
+        size as f64 / 1048576.0
+    );
+
+    let emulator = Emulator::start().await;
+    let manager = emulator.seed_token(SeedToken::new("bench manager", &MANAGER_SCOPES));
+    let moto = tokio::task::spawn_blocking(Moto::start)
+        .await
+        .map_err(|e| Error::new(e.to_string()))??;
+    let client = moto.client();
+    let manager_doc = token_document(&emulator.url(), &manager.value, &[]);
+    sm::create_secret(&client, MANAGER_SECRET, &manager_doc).await?;
+    let bao = tokio::task::spawn_blocking(Bao::start)
+        .await
+        .map_err(|e| Error::new(e.to_string()))??;
+    bao.kv_put(
+        "secret",
+        VAULT_MANAGER_PATH,
+        &serde_json::from_str(&manager_doc)?,
+    )
+    .await?;
+    say(&format!("seeding {PATHS} Vault secrets"));
+    for i in 0..PATHS {
+        let t = emulator.seed_token(SeedToken::new(&format!("fleet app {i}"), &APP_SCOPES));
+        bao.kv_put(
+            "secret",
+            &format!("fleet/app{i:03}"),
+            &serde_json::json!({"token": t.value}),
+        )
+        .await?;
+    }
+    let app = emulator.seed_token(SeedToken::new(APP_TOKEN_NAME, &APP_SCOPES));
+    sm::create_secret(
+        &client,
+        APP_SECRET,
+        &token_document(&emulator.url(), &app.value, &[]),
+    )
+    .await?;
+
+    let envs: Vec<(String, String)> = [
+        ("DT_MANAGER_SECRET_IDS", MANAGER_SECRET.to_string()),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint()),
+        ("AWS_REGION", sm::REGION.to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("RUST_LOG", "warn".to_string()),
+        ("VAULT_ADDR", bao.addr()),
+        ("VAULT_TOKEN", bao.root_token().to_string()),
+        ("ROTATION_CONCURRENCY", "16".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let lambda = tokio::task::spawn_blocking(move || {
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        CargoLambda::watch_profile(&envs, Duration::from_secs(600), true)
+    })
+    .await
+    .map_err(|e| Error::new(e.to_string()))??;
+
+    say("cold start: first invocation (process start + init + a dry run) vs. the same warm");
+    let probe =
+        serde_json::json!({"action": "rotate-vault", "paths": ["fleet/app000"], "dryRun": true})
+            .to_string();
+    let t = std::time::Instant::now();
+    lambda.invoke(&probe).await?;
+    let cold = t.elapsed();
+    let t = std::time::Instant::now();
+    lambda.invoke(&probe).await?;
+    let warm = t.elapsed();
+    println!(
+        "    first invocation {cold:?}, warm {warm:?}: init ~{:?} (includes cargo-lambda's process start)",
+        cold.saturating_sub(warm)
+    );
+
+    emulator.set_latency(Duration::from_millis(20));
+    say(&format!(
+        "{PATHS}-path rotate-vault run, 20 ms per Dynatrace request, ROTATION_CONCURRENCY=16"
+    ));
+    let action = serde_json::json!({"action": "rotate-vault", "prefix": "fleet/"}).to_string();
+    let t = std::time::Instant::now();
+    let out = lambda.invoke(&action).await?;
+    let elapsed = t.elapsed();
+    let summary: Value = serde_json::from_str(&out)?;
+    println!(
+        "    {elapsed:?}: rotated {}, skipped {}, failed {} ({} Dynatrace requests)",
+        summary["rotated"],
+        summary["skipped"],
+        summary["failed"],
+        emulator.requests().len()
+    );
+
+    say("one Secrets Manager rotation (four invocations), 20 ms per Dynatrace request");
+    let version = sm::begin_rotation(&client, APP_SECRET, LAMBDA_ARN).await?;
+    let t = std::time::Instant::now();
+    for step in STEPS {
+        let payload = serde_json::json!({"Step": step, "SecretId": APP_SECRET, "ClientRequestToken": version}).to_string();
+        lambda.invoke(&payload).await?;
+    }
+    println!(
+        "    {:?} for the four steps (each includes cargo lambda invoke's own process start)",
+        t.elapsed()
+    );
+    match function_peak_rss_kib() {
+        Some(kib) => println!(
+            "    function process peak RSS (VmHWM): {kib} KiB ({:.1} MiB)",
+            kib as f64 / 1024.0
+        ),
+        None => println!("    function process not found for the memory reading"),
+    }
+    if summary["rotated"].as_u64() != Some(PATHS as u64) {
+        return Err(Error::new(format!(
+            "the bench run did not rotate every path: {}",
+            one_line(&out)
+        )));
+    }
+    Ok(())
 }
