@@ -25,4 +25,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
+step "cargo deny (bans, licenses, sources; advisories with DENY_ADVISORIES=1, see deny.toml)"
+.tools/cargo/bin/cargo-deny check bans licenses sources
+if [ "${DENY_ADVISORIES:-0}" = 1 ]; then
+    .tools/cargo/bin/cargo-deny check advisories
+fi
+
 printf '\nall checks passed\n'

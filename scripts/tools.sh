@@ -61,6 +61,19 @@ run_logged() {
 [ -f "$lock" ] || die "missing $lock"
 want="$(sha256_of "$lock")"
 
+# cargo-deny, pinned, into .tools/cargo/bin (independent of the Python venv below; skipped when
+# the pinned version is already there).
+cargo_deny_version="0.20.2"
+cargo_deny="$tools/cargo/bin/cargo-deny"
+if ! { [ -x "$cargo_deny" ] && "$cargo_deny" --version 2>/dev/null | grep -qx "cargo-deny $cargo_deny_version"; }; then
+    command -v cargo >/dev/null 2>&1 || die "cargo not found; install the Rust toolchain"
+    mkdir -p "$tools"
+    echo "installing cargo-deny $cargo_deny_version into $tools/cargo (a few minutes, once)" >&2
+    cargo install --locked --quiet --root "$tools/cargo" "cargo-deny@$cargo_deny_version" >>"$log" 2>&1 \
+        || { tail -n 40 "$log" >&2; die "cargo install cargo-deny@$cargo_deny_version failed"; }
+fi
+echo "cargo-deny: $cargo_deny"
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && tools_present; then
     print_paths
     exit 0

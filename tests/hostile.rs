@@ -518,7 +518,6 @@ async fn binary_and_control_character_documents() {
         format!("{{\"token\":\"\\ud800{t}\"}}"),
         "\u{feff}{\"token\":1}".to_owned(),
         "{\"token\": null}".to_owned(),
-        String::new(),
         "{}".to_owned(),
     ] {
         let (secret, version) = pending_secret(&w, &doc).await;
@@ -700,27 +699,32 @@ async fn hostile_environment_urls_are_refused_before_any_call() {
 
 #[tokio::test]
 async fn environment_url_written_differently_but_equal_is_accepted() {
-    let w = World::new(&[]).await;
-    let port = w.emu.local_addr().port();
-    assert_eq!(
-        w.emu.url(),
-        format!("http://127.0.0.1:{port}"),
-        "fixture assumption"
-    );
-    for url in [
-        format!("HTTP://127.0.0.1:{port}/"),
-        format!("http://0x7f000001:{port}"),
-        format!("http://127.1:{port}//"),
-        format!("http://2130706433:{port}/"),
-        format!("  http://127.0.0.1:{port}  "),
+    let mut first = true;
+    for form in [
+        "HTTP://127.0.0.1:{port}/",
+        "http://0x7f000001:{port}",
+        "http://127.1:{port}//",
+        "http://2130706433:{port}/",
+        "  http://127.0.0.1:{port}  ",
     ] {
+        let w = World::new(&[]).await;
+        let port = w.emu.local_addr().port();
+        if first {
+            assert_eq!(
+                w.emu.url(),
+                format!("http://127.0.0.1:{port}"),
+                "fixture assumption"
+            );
+            first = false;
+        }
+        let url = form.replace("{port}", &port.to_string());
         let (secret, _) = w.app_secret(json!({"environmentUrl": url})).await;
         w.rotate(&secret).await;
         let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
         assert_eq!(doc["environmentUrl"], url.as_str(), "kept as written");
         w.assert_invariants(&secret).await;
+        w.assert_no_leaks();
     }
-    w.assert_no_leaks();
 }
 
 #[tokio::test]

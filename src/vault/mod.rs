@@ -304,10 +304,40 @@ pub(crate) fn error_messages(body: &[u8]) -> Option<Vec<String>> {
                     serde_json::Value::String(s) => s,
                     other => other.to_string(),
                 };
-                truncate(&s, 400)
+                // A server (or a proxy in front of it) may echo a credential: never pass on
+                // anything shaped like a Vault or Dynatrace token.
+                truncate(
+                    &redact_token_words(&crate::secret::redact_text(&s, 400)),
+                    400,
+                )
             })
             .collect(),
     )
+}
+
+/// Replaces words shaped like Vault tokens (`s.`, `hvs.`, `hvb.`, `b.`, `hvr.`, `r.` followed by
+/// 20 or more characters) by `<redacted>`.
+fn redact_token_words(s: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let mut out = String::with_capacity(s.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        let secret = ["s.", "hvs.", "hvb.", "b.", "hvr.", "r."]
+            .iter()
+            .any(|p| word.strip_prefix(p).is_some_and(|rest| rest.len() >= 20));
+        out.push_str(if secret { "<redacted>" } else { word });
+        word.clear();
+    };
+    for c in s.chars() {
+        if is_word(c) {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }
 
 fn truncate(s: &str, max: usize) -> String {
