@@ -15,20 +15,43 @@ async fn ten_runners_on_one_vault_path() {
     let w = VaultWorld::new(&[]).await;
     let (path, original) = w.app("app1", json!({"keep": "me"})).await;
     // widen the window between read and write so the runners overlap
-    w.emu.add_fault(FaultRule::new("POST", PathMatch::Exact("/api/v2/apiTokens".into()), FaultKind::Delay(Duration::from_millis(150))));
+    w.emu.add_fault(FaultRule::new(
+        "POST",
+        PathMatch::Exact("/api/v2/apiTokens".into()),
+        FaultKind::Delay(Duration::from_millis(150)),
+    ));
     let paths = [path.as_str()];
     let runs = futures::future::join_all((0..10).map(|_| w.rotate(&paths, true, false))).await;
-    let rotated = runs.iter().filter(|r| r["results"][0]["status"] == "rotated").count();
-    let skipped: Vec<_> = runs.iter().filter(|r| r["results"][0]["status"] == "skipped").collect();
+    let rotated = runs
+        .iter()
+        .filter(|r| r["results"][0]["status"] == "rotated")
+        .count();
+    let skipped: Vec<_> = runs
+        .iter()
+        .filter(|r| r["results"][0]["status"] == "skipped")
+        .collect();
     assert!(rotated >= 1, "{runs:?}");
     assert_eq!(rotated + skipped.len(), 10, "no runner failed: {runs:?}");
-    assert!(skipped.iter().all(|r| r["results"][0]["reason"] == "concurrent rotation"));
+    assert!(
+        skipped
+            .iter()
+            .all(|r| r["results"][0]["reason"] == "concurrent rotation")
+    );
     let (version, doc) = w.read(&path).await;
-    assert_eq!(version as usize, 1 + rotated, "one version per successful runner");
+    assert_eq!(
+        version as usize,
+        1 + rotated,
+        "one version per successful runner"
+    );
     assert_eq!(doc["keep"], "me");
     w.assert_invariants(std::slice::from_ref(&path)).await;
     // every successful write left its token; losers' tokens are gone
-    let minted = w.emu.tokens().into_iter().filter(|t| dynatrace_token_rotator::marker::is_minted(&t.name)).count();
+    let minted = w
+        .emu
+        .tokens()
+        .into_iter()
+        .filter(|t| dynatrace_token_rotator::marker::is_minted(&t.name))
+        .count();
     assert_eq!(minted, rotated, "losers' tokens deleted");
     if rotated == 1 {
         assert!(w.token(&original.id).enabled);
@@ -41,9 +64,16 @@ async fn the_same_secrets_manager_step_twice_at_once() {
     let w = World::new(&[]).await;
     let (secret, original) = w.app_secret(json!({})).await;
     let version = w.begin(&secret).await;
-    w.emu.add_fault(FaultRule::new("POST", PathMatch::Exact("/api/v2/apiTokens".into()), FaultKind::Delay(Duration::from_millis(150))));
+    w.emu.add_fault(FaultRule::new(
+        "POST",
+        PathMatch::Exact("/api/v2/apiTokens".into()),
+        FaultKind::Delay(Duration::from_millis(150)),
+    ));
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
-        let (a, b) = tokio::join!(w.step(&secret, &version, step), w.step(&secret, &version, step));
+        let (a, b) = tokio::join!(
+            w.step(&secret, &version, step),
+            w.step(&secret, &version, step)
+        );
         assert!(a.is_ok() || b.is_ok(), "{step}: both failed: {a:?} {b:?}");
         if let (Ok(a), Ok(b)) = (&a, &b) {
             assert_eq!(a["tokenId"], b["tokenId"], "{step}: {a} {b}");
