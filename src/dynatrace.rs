@@ -587,9 +587,20 @@ impl Dynatrace {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let retry_after = retry_after(&resp);
-                    let body = match resp.bytes().await {
-                        Ok(b) => Zeroizing::new(b.to_vec()),
-                        Err(e) => {
+                    let body = match crate::body::read_capped(resp, crate::body::MAX_RESPONSE_BYTES)
+                        .await
+                    {
+                        Ok(b) => b,
+                        Err(crate::body::BodyError::TooLarge) => {
+                            return Err(DtError::Protocol {
+                                op,
+                                detail: format!(
+                                    "status {status} with a body larger than {} bytes",
+                                    crate::body::MAX_RESPONSE_BYTES
+                                ),
+                            });
+                        }
+                        Err(crate::body::BodyError::Transport(e)) => {
                             let detail = describe_transport(&e);
                             match delays.next() {
                                 Some(d) if retry_transport && deadline.allows(d) => {

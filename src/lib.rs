@@ -6,6 +6,7 @@
 //! Secrets Manager's protocol. See DESIGN.md for the contract and README.md for the layout.
 
 pub mod audit;
+pub mod body;
 pub mod config;
 pub mod deadline;
 pub mod document;

@@ -85,3 +85,39 @@ async fn the_same_secrets_manager_step_twice_at_once() {
     assert_eq!(w.stages(&secret).await[&version], vec!["AWSCURRENT"]);
     w.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn a_sweep_during_a_rotation_spares_the_token_being_stored() {
+    let w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", "dynatrace-token-rotator")]).await;
+    let (secret, original) = w.app_secret(json!({})).await;
+    let version = w.begin(&secret).await;
+    // slow down the proof so the sweep runs between the mint and the store
+    w.emu.add_fault(FaultRule::new(
+        "POST",
+        PathMatch::Exact("/api/v2/apiTokens/lookup".into()),
+        FaultKind::Delay(Duration::from_millis(200)),
+    ));
+    let sweep = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        w.invoke(json!({"action": "sweep"})).await
+    };
+    let (created, swept) = tokio::join!(w.step(&secret, &version, "createSecret"), sweep);
+    let created = created.unwrap();
+    let swept = swept.unwrap();
+    assert!(swept["disabled"].as_array().unwrap().is_empty(), "{swept}");
+    w.emu.clear_faults();
+    let id = created["tokenId"].as_str().unwrap();
+    assert!(
+        w.token(id).enabled,
+        "the token being stored was not touched"
+    );
+    for step in ["setSecret", "testSecret", "finishSecret"] {
+        w.step(&secret, &version, step).await.unwrap();
+    }
+    // and a sweep after the rotation changes nothing referenced
+    let after = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert!(after["disabled"].as_array().unwrap().is_empty(), "{after}");
+    w.assert_invariants(&secret).await;
+    assert!(w.token(&original.id).enabled);
+    w.assert_no_leaks();
+}

@@ -205,9 +205,19 @@ impl Transport {
                     continue;
                 }
             }
-            let body = match resp.bytes().await {
-                Ok(b) => Zeroizing::new(b.to_vec()),
-                Err(e) => {
+            let body = match crate::body::read_capped(resp, crate::body::MAX_RESPONSE_BYTES).await {
+                Ok(b) => b,
+                Err(crate::body::BodyError::TooLarge) => {
+                    return Err(VaultError::Decode {
+                        op: req.op,
+                        path: req.path.to_owned(),
+                        detail: format!(
+                            "response larger than {} bytes",
+                            crate::body::MAX_RESPONSE_BYTES
+                        ),
+                    });
+                }
+                Err(crate::body::BodyError::Transport(e)) => {
                     return Err(VaultError::Transport {
                         op: req.op,
                         path: req.path.to_owned(),
