@@ -7,6 +7,7 @@
 //! - [`Moto`]: `moto_server` as AWS Secrets Manager, with the helpers of [`sm`] (create a secret,
 //!   put it into the pending state of a rotation, read versions and labels);
 //! - [`Bao`]: `bao server -dev` (OpenBao) as Vault, with KV v1/v2, AppRole and policy helpers;
+//! - [`FaultProxy`]: a recording reverse proxy that injects faults in front of moto or OpenBao;
 //! - [`LogCapture`]: captures `tracing` output as JSON lines, to assert no secret is logged;
 //! - [`CargoLambda`]: `cargo lambda watch` / `invoke` around the rotator binary.
 //!
@@ -22,6 +23,7 @@ mod lambda;
 mod logs;
 mod moto;
 mod process;
+mod proxy;
 pub mod sm;
 
 use std::fmt;
@@ -32,6 +34,7 @@ pub use bao::{Bao, KvMetadata, KvVersionMeta};
 pub use lambda::CargoLambda;
 pub use logs::LogCapture;
 pub use moto::Moto;
+pub use proxy::{FaultProxy, ProxyCall, ProxyFault, ProxyRule};
 
 /// Error of the sandbox helpers: a message naming what failed and, where useful, what to do.
 #[derive(Debug)]
