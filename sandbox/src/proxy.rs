@@ -149,6 +149,7 @@ pub struct ProxyCall {
 struct State {
     rules: Vec<ProxyRule>,
     calls: Vec<ProxyCall>,
+    fired: usize,
 }
 
 /// A recording, fault-injecting reverse proxy on a free loopback port. It stops when dropped.
@@ -208,6 +209,11 @@ impl FaultProxy {
         self.lock().rules.clear();
     }
 
+    /// How many requests a rule fired on so far (across [`FaultProxy::clear`]).
+    pub fn fired(&self) -> usize {
+        self.lock().fired
+    }
+
     /// Every request received so far, in arrival order (faulted ones included).
     pub fn calls(&self) -> Vec<ProxyCall> {
         self.lock().calls.clone()
@@ -262,6 +268,7 @@ async fn handle(
                 fault = Some(rule.kind);
             }
         }
+        st.fired += usize::from(fault.is_some());
         fault
     };
     match fault {
