@@ -257,6 +257,10 @@ struct References {
     tainted: BTreeSet<String>,
     /// References of every environment are incomplete.
     taint_all: bool,
+    /// Latest version of each Vault path, by the path's marker key: a minted token whose
+    /// marker names a version at or below it can never be stored any more (a rotation in
+    /// progress always mints for latest + 1), so its age does not protect it.
+    vault_latest: std::collections::BTreeMap<String, u64>,
     errors: Vec<Problem>,
 }
 
@@ -563,7 +567,7 @@ async fn collect_vault(
         }
     };
     let managers = std::slice::from_ref(vmgr);
-    let found: Vec<(String, Result<Vec<String>, String>)> = futures::stream::iter(paths)
+    let found: Vec<(String, VaultPathRefs)> = futures::stream::iter(paths)
         .map(|path| async move {
             let r = read_vault_path(deps, kv, managers, &path, deadline).await;
             (path, r)
@@ -573,7 +577,18 @@ async fn collect_vault(
         .await;
     for (path, r) in found {
         match r {
-            Ok(ids) => refs.ids.extend(ids),
+            Ok((ids, latest)) => {
+                refs.ids.extend(ids);
+                if let Some(v) = latest {
+                    let mount = deps
+                        .vault
+                        .as_ref()
+                        .map(|b| b.config.kv_mount.as_str())
+                        .unwrap_or("secret");
+                    refs.vault_latest
+                        .insert(crate::marker::Marker::secret_key_vault(mount, &path), v);
+                }
+            }
             Err(why) => refs.fail(
                 Some(&vmgr.env),
                 Problem::new(
@@ -585,25 +600,29 @@ async fn collect_vault(
     }
 }
 
+/// The token ids a Vault path references and its latest version.
+type VaultPathRefs = Result<(Vec<String>, Option<u64>), String>;
+
 async fn read_vault_path(
     deps: &Deps,
     kv: &KvClient,
     vmgr: &[Manager],
     path: &str,
     deadline: Deadline,
-) -> Result<Vec<String>, String> {
+) -> VaultPathRefs {
     let entry = match kv.read(path).await.map_err(|e| e.to_string())? {
         KvRead::Present(e) => e,
-        KvRead::Missing => return Ok(Vec::new()),
+        KvRead::Missing => return Ok((Vec::new(), None)),
         KvRead::Deleted { version } => {
             tracing::info!(
                 path,
                 version,
                 "sweep: the latest version is deleted; it references nothing"
             );
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Some(version)));
         }
     };
+    let latest = Some(entry.version);
     match SecretDocument::from_map(entry.data.clone()) {
         Ok(doc) => {
             let mut ids: Vec<String> = doc.previous_token_id.iter().cloned().collect();
@@ -616,11 +635,11 @@ async fn read_vault_path(
                         .map_err(|e| e.to_string())?,
                 ),
             }
-            Ok(ids)
+            Ok((ids, latest))
         }
         Err(_) => {
             let text = zeroize::Zeroizing::new(serde_json::Value::Object(entry.data).to_string());
-            Ok(scan_ids(&text))
+            Ok((scan_ids(&text), latest))
         }
     }
 }
@@ -661,6 +680,21 @@ pub fn grace_over(date: Date, days: u32, today: Date) -> bool {
         Ok(limit) => today > limit,
         Err(_) => false,
     }
+}
+
+/// Whether `name` carries a Vault marker `v<N>` of a path whose latest version is ≥ N: the
+/// token was minted for a write that lost or never happened, whatever its age.
+fn superseded_vault_mint(name: &str, latest: &std::collections::BTreeMap<String, u64>) -> bool {
+    let Some((secret, rotation)) = marker::parse(name) else {
+        return false;
+    };
+    let Some(n) = rotation
+        .strip_prefix('v')
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return false;
+    };
+    latest.get(secret).is_some_and(|l| n <= *l)
 }
 
 /// What the sweep does with one token.
@@ -754,6 +788,14 @@ async fn sweep_environment(
             now,
             today,
         );
+        if v == Verdict::Keep
+            && t.is_enabled()
+            && !refs.ids.contains(&id)
+            && !manager_ids.contains(&id)
+            && superseded_vault_mint(t.name_str(), &refs.vault_latest)
+        {
+            v = Verdict::Disable;
+        }
         if tainted && v != Verdict::NotOurs {
             v = Verdict::Keep;
         }
