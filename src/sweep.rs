@@ -838,6 +838,23 @@ mod tests {
     use crate::dynatrace::ApiToken;
 
     #[test]
+    fn vault_mints_for_stored_versions_are_superseded() {
+        let key = crate::marker::Marker::secret_key_vault("secret", "dynatrace/app1");
+        let latest = std::collections::BTreeMap::from([(key.clone(), 3u64)]);
+        let name =
+            |v: u64| crate::marker::Marker::vault("secret", "dynatrace/app1", v).name_for("app1");
+        assert!(superseded_vault_mint(&name(3), &latest));
+        assert!(superseded_vault_mint(&name(2), &latest));
+        assert!(
+            !superseded_vault_mint(&name(4), &latest),
+            "a rotation in progress mints latest + 1"
+        );
+        let other = crate::marker::Marker::vault("secret", "dynatrace/app2", 1).name_for("x");
+        assert!(!superseded_vault_mint(&other, &latest));
+        assert!(!superseded_vault_mint("plain name", &latest));
+    }
+
+    #[test]
     fn function_arn_matching() {
         let arn = "arn:aws:lambda:us-east-1:123456789012:function:rotator";
         assert!(names_function(arn, "rotator"));
