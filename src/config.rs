@@ -61,51 +61,9 @@ pub struct VaultConfig {
     pub rotate_prefix: Option<String>,
 }
 
-/// How the function logs in to Vault. Secrets are held redacted.
-#[derive(Clone)]
-pub enum VaultAuth {
-    /// `VAULT_AUTH_METHOD=token` with `VAULT_TOKEN`.
-    Token(SecretString),
-    /// `approle` with `VAULT_ROLE_ID` and `VAULT_SECRET_ID`.
-    AppRole {
-        /// The role id (not secret).
-        role_id: String,
-        /// The secret id.
-        secret_id: SecretString,
-    },
-    /// `aws` IAM login with `VAULT_AWS_ROLE`, `VAULT_AWS_MOUNT`, `VAULT_IAM_SERVER_ID`.
-    Aws {
-        /// Vault role name.
-        role: String,
-        /// Auth mount (default `aws`).
-        mount: String,
-        /// Value of `X-Vault-AWS-IAM-Server-ID`, when the server requires it.
-        server_id: Option<String>,
-        /// STS signing region (`VAULT_AWS_STS_REGION`, default `us-east-1`).
-        region: String,
-    },
-}
-
-impl fmt::Debug for VaultAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Token(_) => f.write_str("Token(<redacted>)"),
-            Self::AppRole { role_id, .. } => write!(
-                f,
-                "AppRole {{ role_id: {role_id:?}, secret_id: <redacted> }}"
-            ),
-            Self::Aws {
-                role,
-                mount,
-                server_id,
-                region,
-            } => write!(
-                f,
-                "Aws {{ role: {role:?}, mount: {mount:?}, server_id: {server_id:?}, region: {region:?} }}"
-            ),
-        }
-    }
-}
+/// How the function logs in to Vault (`VAULT_AUTH_METHOD` and its credentials); the same
+/// type the Vault session uses, with secrets held redacted.
+pub use crate::vault::auth::AuthMethod as VaultAuth;
 
 /// A configuration variable with a value that is not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::config::{Config, VaultAuth, VaultConfig};
+use crate::config::{Config, VaultConfig};
 use crate::deadline::Deadline;
 use crate::document::SecretDocument;
 use crate::dynatrace::{ApiToken, Dynatrace};
@@ -20,7 +20,7 @@ use crate::event::VaultAction;
 use crate::marker::{self, Marker};
 use crate::policy::RevokeOld;
 use crate::rotation::{self, Manager, RotationError};
-use crate::vault::{AuthMethod, CasWrite, KvClient, KvRead, Session, VaultError, VaultSettings};
+use crate::vault::{CasWrite, KvClient, KvRead, Session, VaultError, VaultSettings};
 
 /// The Vault side of the function, built once per execution environment (the session logs
 /// in on first use and again when its token expires or is refused).
@@ -45,24 +45,7 @@ impl VaultBackend {
             config.kv_mount.clone(),
         )?;
         let http = crate::vault::http_client()?;
-        let method = match &config.auth {
-            VaultAuth::Token(t) => AuthMethod::Token(t.clone()),
-            VaultAuth::AppRole { role_id, secret_id } => AuthMethod::AppRole {
-                role_id: role_id.clone(),
-                secret_id: secret_id.clone(),
-            },
-            VaultAuth::Aws {
-                role,
-                mount,
-                server_id,
-                region,
-            } => AuthMethod::Aws {
-                role: role.clone(),
-                mount: mount.clone(),
-                server_id: server_id.clone(),
-                region: region.clone(),
-            },
-        };
+        let method = config.auth.clone();
         let mut session = Session::new(http.clone(), &settings, method);
         if let Some(p) = aws_credentials {
             session = session.with_aws_credentials(p);
