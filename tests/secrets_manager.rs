@@ -269,7 +269,7 @@ async fn bad_input_is_refused_without_any_change() {
     let good_version = w.begin(&good).await;
 
     async fn check(w: &World, secret: Option<&str>, payload: Value, want: &str) {
-        let before_tokens = w.emu.tokens().len();
+        let before_tokens = w.emu.issued_values().len();
         let before_stages = match secret {
             Some(s) => Some(w.stages(s).await),
             None => None,
@@ -281,7 +281,7 @@ async fn bad_input_is_refused_without_any_change() {
         assert_eq!(err.error_type, want, "{payload}: {}", err.message);
         assert!(!err.message.is_empty());
         assert_eq!(
-            w.emu.tokens().len(),
+            w.emu.issued_values().len(),
             before_tokens,
             "{want}: a token was minted"
         );
@@ -405,7 +405,7 @@ async fn bad_input_is_refused_without_any_change() {
     let (s, _) = w.app_secret(json!({})).await;
     let v = w.begin(&s).await;
     let before = w.stages(&s).await;
-    let n = w.emu.tokens().len();
+    let n = w.emu.issued_values().len();
     let err = dynatrace_token_rotator::handler::handle(
         &deps,
         step(&s, &v, "createSecret"),
@@ -416,7 +416,198 @@ async fn bad_input_is_refused_without_any_change() {
     assert_eq!(err.error_type, "DynatraceForbidden", "{}", err.message);
     assert!(err.message.contains("apiTokens.write"), "{}", err.message);
     w.outputs.borrow_mut().push(err.to_string());
-    assert_eq!(w.emu.tokens().len(), n);
+    assert_eq!(w.emu.issued_values().len(), n);
     assert_eq!(w.stages(&s).await, before);
     w.assert_no_leaks();
+}
+
+/// Records the `RotationToken` of every `PutSecretValue` the rotator sends (moto ignores
+/// the parameter, so the request itself is inspected).
+#[derive(Debug, Default)]
+struct RotationTokens(std::sync::Mutex<Vec<Option<String>>>);
+
+#[derive(Debug)]
+struct SeeRotationToken(std::sync::Arc<RotationTokens>);
+
+impl aws_sdk_secretsmanager::config::Intercept for SeeRotationToken {
+    fn name(&self) -> &'static str {
+        "see-rotation-token"
+    }
+    fn read_before_serialization(
+        &self,
+        ctx: &aws_sdk_secretsmanager::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _: &aws_sdk_secretsmanager::config::RuntimeComponents,
+        _: &mut aws_sdk_secretsmanager::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if let Some(put) = ctx
+            .input()
+            .downcast_ref::<aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueInput>()
+        {
+            self.0.0.lock().unwrap().push(put.rotation_token().map(str::to_owned));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn rotation_token_reaches_put_secret_value_and_only_when_given() {
+    let mut w = World::new(&[]).await;
+    let seen = std::sync::Arc::new(RotationTokens::default());
+    let conf =
+        w.sm.config()
+            .to_builder()
+            .interceptor(SeeRotationToken(seen.clone()))
+            .build();
+    w.deps.secrets_manager = aws_sdk_secretsmanager::Client::from_conf(conf);
+    let (secret, _) = w.app_secret(json!({})).await;
+    let version = w.begin(&secret).await;
+    w.step(&secret, &version, "createSecret").await.unwrap();
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        vec![Some(support::ROTATION_TOKEN.to_owned())]
+    );
+
+    let (other, _) = w.app_secret(json!({})).await;
+    let v = w.begin(&other).await;
+    w.invoke(json!({"Step": "createSecret", "SecretId": other, "ClientRequestToken": v}))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.0.lock().unwrap().last().cloned(),
+        Some(None),
+        "no RotationToken in the event: none sent"
+    );
+    w.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn environment_url_may_be_omitted_with_one_manager_but_not_with_several() {
+    let w = World::new(&[]).await;
+    let token = w.emu.seed_token(dynatrace_emulator::SeedToken::new(
+        "no env",
+        &["metrics.read"],
+    ));
+    let secret = w
+        .secret_with(&json!({"token": token.value}).to_string())
+        .await;
+    w.rotate(&secret).await;
+    let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+    assert!(doc.get("environmentUrl").is_none(), "not added: {doc}");
+    w.assert_invariants(&secret).await;
+
+    // a second manager (another environment) makes the secret ambiguous
+    let other = w.secret_with(&json!({"environmentUrl": "https://other.live.dynatrace.com", "token": w.manager.value}).to_string()).await;
+    let mut config = w.deps.config.clone();
+    config.manager_secret_ids.push(other);
+    let deps = dynatrace_token_rotator::handler::Deps {
+        config,
+        secrets_manager: w.sm.clone(),
+        dynatrace: dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
+            .unwrap(),
+        vault: None,
+    };
+    let v = w.begin(&secret).await;
+    let before = w.emu.issued_values().len();
+    let ev = json!({"Step": "createSecret", "SecretId": secret, "ClientRequestToken": v});
+    let err = dynatrace_token_rotator::handler::handle(
+        &deps,
+        ev,
+        dynatrace_token_rotator::deadline::Deadline::none(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.error_type, "AmbiguousEnvironment", "{}", err.message);
+    assert_eq!(w.emu.issued_values().len(), before, "nothing minted");
+}
+
+#[tokio::test]
+async fn a_legacy_token_is_rotated_through_its_lookup() {
+    let w = World::new(&[]).await;
+    let legacy = w.emu.seed_token(dynatrace_emulator::SeedToken {
+        legacy: true,
+        ..dynatrace_emulator::SeedToken::new("legacy app", &["metrics.read", "DataExport"])
+    });
+    assert!(
+        !legacy.value.contains('.'),
+        "the emulator seeded an opaque token"
+    );
+    let secret = w
+        .secret_with(&json!({"environmentUrl": w.emu.url(), "token": legacy.value}).to_string())
+        .await;
+    w.rotate(&secret).await;
+    let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+    assert_eq!(
+        doc["previousTokenId"],
+        legacy.id.as_str(),
+        "the legacy token's id came from the lookup"
+    );
+    let new_id = doc["tokenId"].as_str().unwrap();
+    assert!(
+        doc["token"].as_str().unwrap().starts_with(new_id),
+        "minted tokens are current-format"
+    );
+    assert_eq!(
+        sorted(
+            &w.token(new_id)
+                .scopes
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        ),
+        sorted(&["DataExport", "metrics.read"])
+    );
+    // a second rotation revokes the legacy token (two generations old) by its id
+    w.rotate(&secret).await;
+    assert!(!w.token(&legacy.id).enabled);
+    w.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn without_a_lifetime_policy_the_old_lifetime_is_kept() {
+    let w = World::new(&[]).await;
+    let created: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let expires: jiff::Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+    let token = w.emu.seed_token(dynatrace_emulator::SeedToken {
+        creation: Some(created),
+        expiration: Some(expires),
+        ..dynatrace_emulator::SeedToken::new("yearly", &["metrics.read"])
+    });
+    let secret = w
+        .secret_with(&json!({"token": token.value}).to_string())
+        .await;
+    w.rotate(&secret).await;
+    let id = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    let exp = w
+        .token(&id)
+        .expiration
+        .expect("the new token expires like the old one");
+    let days = (exp.as_second() - jiff::Timestamp::now().as_second()) as f64 / 86400.0;
+    assert!(
+        (364.9..=365.01).contains(&days),
+        "lifetime kept: {days} days"
+    );
+
+    // a token that never expired gets a successor that never expires
+    let (forever, _) = w.app_secret(json!({})).await;
+    w.rotate(&forever).await;
+    let id = w.token_id_at(&forever, sm::AWSCURRENT).await.unwrap();
+    assert_eq!(w.token(&id).expiration, None);
+}
+
+#[tokio::test]
+async fn delete_action_under_next_rotation_deletes_the_token_two_generations_old() {
+    let w = World::new(&[("DT_OLD_TOKEN_ACTION", "delete")]).await;
+    let (secret, original) = w.app_secret(json!({})).await;
+    w.rotate(&secret).await;
+    let first = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    assert!(
+        w.token(&original.id).enabled,
+        "overlap: kept after one rotation"
+    );
+    w.rotate(&secret).await;
+    assert!(w.emu.was_deleted(&original.id));
+    assert!(w.token(&first).enabled);
+    let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+    assert_eq!(doc["previousTokenId"], first.as_str());
+    w.assert_invariants(&secret).await;
 }

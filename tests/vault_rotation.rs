@@ -58,6 +58,16 @@ async fn rotates_listed_paths_then_skips_then_force_revokes_two_generations_old(
     let forced = w.rotate(&[&a], true, false).await;
     assert_eq!(forced["rotated"], 1, "{forced}");
     assert!(!w.token(&ta.id).enabled, "two generations old: disabled");
+    let (_, doc) = w.read(&a).await;
+    assert_eq!(
+        doc["previousTokenId"],
+        first_successor.as_str(),
+        "previousTokenId moves on"
+    );
+    assert_eq!(
+        forced["results"][0]["previousTokenId"],
+        first_successor.as_str()
+    );
     assert!(
         w.token(&first_successor).enabled,
         "previousTokenId stays valid"
@@ -93,15 +103,60 @@ async fn prefix_lists_recursively_and_never_rotates_the_manager() {
 async fn dry_run_changes_nothing() {
     let w = VaultWorld::new(&[]).await;
     let (a, _) = w.app("app1", json!({})).await;
-    let tokens_before = w.emu.tokens();
-    let out = w.rotate(&[&a], false, true).await;
+    let (b, _) = w.app("app2", json!({})).await;
+    w.rotate(&[&b], false, false).await;
+    let issued_before = w.emu.issued_values().len();
+    let enabled_before: Vec<_> = w
+        .emu
+        .tokens()
+        .into_iter()
+        .filter(|t| t.enabled)
+        .map(|t| t.id)
+        .collect();
+    let writes = |w: &VaultWorld| {
+        w.emu
+            .requests()
+            .iter()
+            .filter(|r| r.method != "GET" && !r.path.ends_with("/lookup"))
+            .count()
+    };
+    let writes_before = writes(&w);
+    let out = w.rotate(&[&a, &b], false, true).await;
     assert_eq!(out["dryRun"], true);
-    assert_eq!(out["wouldRotate"], 1, "{out}");
-    assert_eq!(out["results"][0]["status"], "would-rotate");
-    assert_eq!(w.read(&a).await.0, 1);
-    let after = w.emu.tokens();
-    assert_eq!(after.len(), tokens_before.len());
-    assert!(after.iter().all(|t| t.enabled));
+    assert_eq!(
+        (
+            out["wouldRotate"].as_u64(),
+            out["skipped"].as_u64(),
+            out["rotated"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0)),
+        "{out}"
+    );
+    // dryRun + force: the recently rotated path would rotate too, and still nothing changes
+    let forced = w.rotate(&[&a, &b], true, true).await;
+    assert_eq!(forced["wouldRotate"], 2, "{forced}");
+    for r in forced["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "would-rotate");
+    }
+    assert_eq!(
+        (w.read(&a).await.0, w.read(&b).await.0),
+        (1, 2),
+        "no version written"
+    );
+    assert_eq!(w.emu.issued_values().len(), issued_before, "nothing minted");
+    assert_eq!(
+        writes(&w),
+        writes_before,
+        "no create, update or delete sent to Dynatrace"
+    );
+    let enabled_after: Vec<_> = w
+        .emu
+        .tokens()
+        .into_iter()
+        .filter(|t| t.enabled)
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(enabled_after, enabled_before);
     w.assert_no_leaks();
 }
 
@@ -242,7 +297,7 @@ async fn bad_paths_fail_per_path_with_clear_reasons_and_change_nothing() {
         .await
         .unwrap();
     let missing = w.path("missing");
-    let tokens_before = w.emu.tokens().len();
+    let tokens_before = w.emu.issued_values().len();
     let out = w
         .rotate(
             &[&good, &no_token, &bad_token, &foreign, &missing],
@@ -287,7 +342,7 @@ async fn bad_paths_fail_per_path_with_clear_reasons_and_change_nothing() {
         reason(&missing)
     );
     assert_eq!(
-        w.emu.tokens().len(),
+        w.emu.issued_values().len(),
         tokens_before + 1,
         "only the good path minted"
     );
@@ -319,7 +374,14 @@ async fn permission_denied_is_a_per_path_failure_and_the_minted_token_is_revoked
     assert_eq!(w0.read(&a).await.0, 1, "nothing written");
     assert!(w0.live_minted().is_empty(), "the minted token was removed");
     w.assert_no_leaks();
-    w0.assert_no_leaks();
+    // the tokens live in w0's emulator, the logs in w's capture (the later guard wins)
+    let logs = w.logs.text();
+    assert!(
+        w0.emu
+            .issued_values()
+            .iter()
+            .all(|v| !logs.contains(v.as_str()))
+    );
 }
 
 #[tokio::test]

@@ -130,24 +130,12 @@ async fn demo() -> Result<()> {
     );
 
     say("starting `cargo lambda watch`");
-    let envs: Vec<(String, String)> = [
-        ("DT_MANAGER_SECRET_IDS", MANAGER_SECRET.to_string()),
-        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint()),
-        ("AWS_REGION", sm::REGION.to_string()),
-        ("AWS_ACCESS_KEY_ID", "test".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
-        ("RUST_LOG", "info".to_string()),
-        ("VAULT_ADDR", bao.addr()),
-        ("VAULT_TOKEN", bao.root_token().to_string()),
-        ("VAULT_ROTATE_PREFIX", "dynatrace/".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let lambda = tokio::task::spawn_blocking(move || {
-        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        CargoLambda::watch(&envs, Duration::from_secs(300))
-    })
+    let lambda = start_function(
+        &moto,
+        &bao,
+        &[("RUST_LOG", "info"), ("VAULT_ROTATE_PREFIX", "dynatrace/")],
+        false,
+    )
     .await
     .map_err(|e| Error::new(format!("cargo lambda start-up task failed: {e}")))??;
     println!(
@@ -610,24 +598,12 @@ async fn bench() -> Result<()> {
     )
     .await?;
 
-    let envs: Vec<(String, String)> = [
-        ("DT_MANAGER_SECRET_IDS", MANAGER_SECRET.to_string()),
-        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint()),
-        ("AWS_REGION", sm::REGION.to_string()),
-        ("AWS_ACCESS_KEY_ID", "test".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
-        ("RUST_LOG", "warn".to_string()),
-        ("VAULT_ADDR", bao.addr()),
-        ("VAULT_TOKEN", bao.root_token().to_string()),
-        ("ROTATION_CONCURRENCY", "16".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let lambda = tokio::task::spawn_blocking(move || {
-        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        CargoLambda::watch_profile(&envs, Duration::from_secs(600), true)
-    })
+    let lambda = start_function(
+        &moto,
+        &bao,
+        &[("RUST_LOG", "warn"), ("ROTATION_CONCURRENCY", "16")],
+        true,
+    )
     .await
     .map_err(|e| Error::new(e.to_string()))??;
 
@@ -688,4 +664,28 @@ async fn bench() -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Starts the rotator under `cargo lambda watch` (release profile when `release`) with the
+/// sandbox's environment: managers in moto, Vault at `bao` with its root token, plus `extra`.
+fn start_function(
+    moto: &Moto,
+    bao: &Bao,
+    extra: &[(&str, &str)],
+    release: bool,
+) -> tokio::task::JoinHandle<Result<CargoLambda>> {
+    let mut envs: Vec<(String, String)> = vec![
+        ("DT_MANAGER_SECRET_IDS".into(), MANAGER_SECRET.into()),
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), moto.endpoint()),
+        ("AWS_REGION".into(), sm::REGION.into()),
+        ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+        ("VAULT_ADDR".into(), bao.addr()),
+        ("VAULT_TOKEN".into(), bao.root_token().into()),
+    ];
+    envs.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    tokio::task::spawn_blocking(move || {
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        CargoLambda::watch_profile(&envs, Duration::from_secs(600), release)
+    })
 }

@@ -210,12 +210,11 @@ impl World {
 
     /// Enabled tokens the rotator minted.
     pub fn live_minted(&self) -> Vec<TokenState> {
-        self.minted().into_iter().filter(|t| t.enabled).collect()
+        live_minted(&self.emu)
     }
 
     /// DESIGN.md §3 invariants for a Secrets Manager secret: AWSCURRENT live and enabled;
-    /// every labelled token not revoked (unless `revoked_ok` names it); no live minted token
-    /// that no label references.
+    /// every labelled token not revoked; no live minted token that no label references.
     pub async fn assert_invariants(&self, secret: &str) {
         let current = self
             .token_id_at(secret, sm::AWSCURRENT)
@@ -234,42 +233,15 @@ impl World {
                 referenced.push(id);
             }
         }
-        let orphans: Vec<_> = self
-            .live_minted()
-            .into_iter()
-            .filter(|t| !referenced.contains(&t.id))
-            .map(|t| t.id)
-            .collect();
-        assert!(
-            orphans.is_empty(),
-            "live minted tokens no label references: {orphans:?}"
-        );
+        assert_no_orphans(&self.emu, &referenced);
     }
 
     /// No token value the emulator ever issued, and no RotationToken, in any log line or
     /// handler output of this test.
     pub fn assert_no_leaks(&self) {
-        let mut haystack = self.logs.text();
-        for o in self.outputs.borrow().iter() {
-            haystack.push_str(o);
-        }
-        for value in self.emu.issued_values() {
-            assert!(
-                !haystack.contains(&value),
-                "a token value leaked into logs or outputs"
-            );
-            // the secret part alone must not appear either
-            if let Some(secret_part) = value.rsplit('.').next().filter(|s| s.len() >= 20) {
-                assert!(
-                    !haystack.contains(secret_part),
-                    "a token's secret part leaked"
-                );
-            }
-        }
-        assert!(
-            !haystack.contains(ROTATION_TOKEN),
-            "the RotationToken leaked"
-        );
+        let mut secrets = self.emu.issued_values();
+        secrets.push(ROTATION_TOKEN.to_owned());
+        assert_secret_free(&self.logs, &self.outputs.borrow(), &secrets);
     }
 }
 
@@ -421,11 +393,7 @@ impl VaultWorld {
 
     /// Enabled tokens the rotator minted.
     pub fn live_minted(&self) -> Vec<TokenState> {
-        self.emu
-            .tokens()
-            .into_iter()
-            .filter(|t| marker::is_minted(&t.name) && t.enabled)
-            .collect()
+        live_minted(&self.emu)
     }
 
     /// DESIGN.md §3 invariants for the Vault `paths`: latest token live and enabled, its
@@ -449,28 +417,66 @@ impl VaultWorld {
                 referenced.push(prev.to_owned());
             }
         }
-        let orphans: Vec<_> = self
-            .live_minted()
-            .into_iter()
-            .filter(|t| !referenced.contains(&t.id))
-            .map(|t| t.id)
-            .collect();
-        assert!(
-            orphans.is_empty(),
-            "live minted tokens nothing references: {orphans:?}"
-        );
+        assert_no_orphans(&self.emu, &referenced);
     }
 
     /// No token value, Vault token or secret id in any log line or output of this test.
     pub fn assert_no_leaks(&self) {
-        let mut haystack = self.logs.text();
-        for o in self.outputs.borrow().iter() {
-            haystack.push_str(o);
-        }
-        for value in self.emu.issued_values().iter().chain(&self.secrets) {
+        let mut secrets = self.emu.issued_values();
+        secrets.extend(self.secrets.iter().cloned());
+        assert_secret_free(&self.logs, &self.outputs.borrow(), &secrets);
+    }
+}
+
+/// Enabled tokens of `emu` that the rotator minted (their names carry its marker).
+pub fn live_minted(emu: &Emulator) -> Vec<TokenState> {
+    emu.tokens()
+        .into_iter()
+        .filter(|t| t.enabled && marker::is_minted(&t.name))
+        .collect()
+}
+
+/// Fails when a live minted token is not among the `referenced` ids.
+fn assert_no_orphans(emu: &Emulator, referenced: &[String]) {
+    let orphans: Vec<String> = live_minted(emu)
+        .into_iter()
+        .filter(|t| !referenced.contains(&t.id))
+        .map(|t| t.id)
+        .collect();
+    assert!(
+        orphans.is_empty(),
+        "live minted tokens nothing references: {orphans:?}"
+    );
+}
+
+/// Fails when any of `secrets`, or the secret part of a token value, occurs in the captured
+/// logs or in the handler's `outputs`.
+fn assert_secret_free(logs: &LogCapture, outputs: &[String], secrets: &[String]) {
+    let mut haystack = logs.text();
+    assert!(
+        !haystack.is_empty(),
+        "no log line was captured: the leak check would be vacuous"
+    );
+    for o in outputs {
+        haystack.push_str(o);
+    }
+    assert!(
+        !secrets.is_empty(),
+        "nothing to look for: the leak check would be vacuous"
+    );
+    for value in secrets {
+        assert!(
+            !haystack.contains(value.as_str()),
+            "a secret value leaked into logs or outputs"
+        );
+        if let Some(secret_part) = value
+            .rsplit('.')
+            .next()
+            .filter(|p| p.len() >= 20 && *p != value)
+        {
             assert!(
-                !haystack.contains(value.as_str()),
-                "a secret value leaked into logs or outputs"
+                !haystack.contains(secret_part),
+                "a token's secret part leaked"
             );
         }
     }
