@@ -103,9 +103,18 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// A URL as shown in an error: cut short, never more than 200 characters.
+/// A URL as shown in an error: anything that could be user info (before an `@` in the
+/// authority) hidden, cut to 200 characters.
 fn shown(raw: &str) -> String {
-    crate::secret::redact_text(raw.trim(), 200)
+    let raw = raw.trim();
+    let hidden = match (raw.find("://"), raw.rfind('@')) {
+        (Some(start), Some(at)) if at > start => {
+            format!("{}<user info hidden>{}", &raw[..start + 3], &raw[at..])
+        }
+        (None, Some(_)) => "<a value with user info, hidden>".to_owned(),
+        _ => raw.to_owned(),
+    };
+    crate::secret::redact_text(&hidden, 200)
 }
 
 fn redact_userinfo(url: &Url) -> String {
@@ -153,6 +162,9 @@ mod tests {
         }
         let err = EnvironmentUrl::parse("https://user:hunter2@x.example").unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+        // an unparseable URL with credentials is not echoed either
+        let err = EnvironmentUrl::parse("https://user:hun ter2@x.example/\u{0}").unwrap_err();
+        assert!(!err.to_string().contains("hun ter2"), "{err}");
         for ok in [
             "http://localhost:1",
             "http://[::1]:2",

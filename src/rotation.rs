@@ -265,38 +265,52 @@ pub fn intended_scopes(config: &Config, facts: &TokenFacts) -> Result<Vec<String
     Ok(plan.scopes)
 }
 
-/// Step 2b: mints the token. When the answer to the create is lost (the token may exist
-/// without us knowing its value), deletes whatever carries this rotation's marker and
-/// tries once more.
+/// A minted token, and whether its create call had to be repeated after a lost answer (the
+/// first call may have minted a token whose value nobody has; it carries the same marker and
+/// the caller removes it once its own token is stored).
+#[derive(Debug, Clone)]
+pub struct Minted {
+    /// The token minted.
+    pub created: Created,
+    /// The answer to an earlier create of this rotation was lost.
+    pub after_lost_answer: bool,
+}
+
+/// Step 2b: mints the token. When the answer to the create is lost, mints once more; the
+/// lost token is not deleted here (another run of the same rotation may have minted and
+/// stored a token with the same marker) but by the caller after its store succeeded.
 pub async fn mint(
     dt_client: &Dynatrace,
     mgr: &Manager,
     plan: &MintPlan,
     marker: &Marker,
     deadline: Deadline,
-) -> Result<Created, RotationError> {
+) -> Result<Minted, RotationError> {
     let body = NewToken {
         name: plan.name.clone(),
         scopes: plan.scopes.clone(),
         expiration_date: plan.expires.map(format_time),
     };
-    let created = match dt_client
+    let (created, after_lost_answer) = match dt_client
         .create(&mgr.env, &mgr.token, &body, deadline)
         .await
     {
-        Ok(c) => c,
+        Ok(c) => (c, false),
         Err(e) if e.is_ambiguous() => {
-            tracing::warn!(error = %e, marker = %marker.tag(), "the create call may have minted a token without answering; removing it and minting again");
-            delete_marked(dt_client, mgr, marker, &[], deadline).await?;
-            dt_client
+            tracing::warn!(error = %e, marker = %marker.tag(), "the create call may have minted a token without answering; minting again");
+            let c = dt_client
                 .create(&mgr.env, &mgr.token, &body, deadline)
                 .await
-                .map_err(dt("minting the new token"))?
+                .map_err(dt("minting the new token"))?;
+            (c, true)
         }
         Err(e) => return Err(dt("minting the new token")(e)),
     };
     tracing::info!(token_id = %created.id, scopes = ?plan.scopes, expires = ?created.expiration_date, "minted new token");
-    Ok(created)
+    Ok(Minted {
+        created,
+        after_lost_answer,
+    })
 }
 
 /// Step 3: proves a token works by authenticating **with the token itself** (lookup

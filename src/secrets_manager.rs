@@ -432,7 +432,8 @@ async fn create(
     let plan = rotation::plan(ctx.config, &facts, &marker, jiff::Timestamp::now()).map_err(rot)?;
     let created = rotation::mint(ctx.dt, mgr, &plan, &marker, deadline)
         .await
-        .map_err(rot)?;
+        .map_err(rot)?
+        .created;
     if let Err(e) = rotation::prove(ctx.dt, &mgr.env, &created.token, &plan.scopes, deadline).await
     {
         rotation::discard(ctx.dt, mgr, &created.id, deadline).await;
@@ -576,21 +577,19 @@ async fn finish(
             .map_err(rot)?,
         _ => None,
     };
-    // After the move: AWSCURRENT = new, AWSPREVIOUS = the old current.
-    let keep: BTreeSet<String> = match ctx.config.revoke_old {
-        RevokeOld::Immediately => [Some(new_id.clone())].into_iter().flatten().collect(),
-        _ => [Some(new_id.clone()), cur_id.clone()]
-            .into_iter()
-            .flatten()
-            .collect(),
-    };
+    // Before the move nothing a label will still reference is revoked: the current token
+    // stays live until AWSCURRENT has moved (even under `immediately`, so a failed move never
+    // leaves AWSCURRENT on a revoked token); after the move AWSPREVIOUS = the old current.
+    let keep: BTreeSet<String> = [Some(new_id.clone()), cur_id.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
     let mut targets: Vec<String> = match ctx.config.revoke_old {
         RevokeOld::Never => vec![],
-        RevokeOld::NextRotation => prev_id.into_iter().collect(),
-        RevokeOld::Immediately => prev_id.into_iter().chain(cur_id.clone()).collect(),
+        RevokeOld::NextRotation | RevokeOld::Immediately => prev_id.into_iter().collect(),
     };
     targets.retain(|t| !keep.contains(t));
-    let revoked = revoke_all(ctx, mgr, described, version, &targets, &keep, deadline)
+    let mut revoked = revoke_all(ctx, mgr, described, version, &targets, &keep, deadline)
         .await
         .map_err(rot)?;
     let mut call = ctx
@@ -606,6 +605,17 @@ async fn finish(
         .await
         .map_err(aws_err("UpdateSecretVersionStage", secret))?;
     remove_pending(ctx, secret, version).await?;
+    if ctx.config.revoke_old == RevokeOld::Immediately {
+        // A failure here is retried: a re-run finishSecret finds the version current and
+        // revokes AWSPREVIOUS (see `finish_after_move`).
+        let now_previous: Vec<String> = cur_id.iter().filter(|c| **c != new_id).cloned().collect();
+        let keep = BTreeSet::from([new_id.clone()]);
+        revoked.extend(
+            revoke_all(ctx, mgr, described, version, &now_previous, &keep, deadline)
+                .await
+                .map_err(rot)?,
+        );
+    }
     tracing::info!(secret, version, token_id = %new_id, previous_token_id = ?cur_id, "rotation finished: new token is AWSCURRENT");
     if ctx.config.events {
         let old = cur_id.as_deref().unwrap_or("<unknown>");
@@ -711,16 +721,22 @@ async fn finish_after_move(
             .await
             .map_err(rot)?,
     );
-    if ctx.config.revoke_old != RevokeOld::Immediately
-        && let Ok(Some(prev)) = get_document(ctx.sm, secret, None, PREVIOUS).await
-    {
-        keep.extend(
-            rotation::token_id_of(ctx.dt, mgr, &prev, deadline)
-                .await
-                .map_err(rot)?,
-        );
-    }
-    revoke_all(ctx, mgr, described, version, &[], &keep, deadline)
+    let previous = match get_document(ctx.sm, secret, None, PREVIOUS).await {
+        Ok(Some(prev)) => rotation::token_id_of(ctx.dt, mgr, &prev, deadline)
+            .await
+            .map_err(rot)?,
+        _ => None,
+    };
+    // `immediately`: the token now under AWSPREVIOUS goes (its revocation may have failed
+    // after the move); otherwise it stays for the overlap.
+    let targets: Vec<String> = match ctx.config.revoke_old {
+        RevokeOld::Immediately => previous.into_iter().filter(|p| !keep.contains(p)).collect(),
+        _ => {
+            keep.extend(previous);
+            Vec::new()
+        }
+    };
+    revoke_all(ctx, mgr, described, version, &targets, &keep, deadline)
         .await
         .map_err(rot)
 }

@@ -175,7 +175,7 @@ pub(crate) async fn load_managers(deps: &Deps, deadline: Deadline) -> Managers {
         let kv = backend.kv.with_deadline(deadline.instant());
         let path = backend.config.manager_path.clone();
         let read: Result<Manager, RunError> = async {
-            kv.session().login_until(deadline.instant()).await?;
+            kv.session().token_until(deadline.instant()).await?;
             kv.ensure_kv_v2().await?;
             read_manager(&kv, &path).await
         }
@@ -261,6 +261,11 @@ struct References {
     /// marker names a version at or below it can never be stored any more (a rotation in
     /// progress always mints for latest + 1), so its age does not protect it.
     vault_latest: std::collections::BTreeMap<String, u64>,
+    /// Marker keys of every secret and path this sweep enumerated. A live minted token whose
+    /// marker names another secret (a path rotated by an event outside the configured ones,
+    /// another deployment sharing the tenant) may be that secret's current token: never
+    /// disabled.
+    known_keys: BTreeSet<String>,
     errors: Vec<Problem>,
 }
 
@@ -424,7 +429,9 @@ async fn collect_secrets_manager(
         .buffer_unordered(deps.config.rotation_concurrency)
         .collect()
         .await;
-    for (_, f) in found {
+    for (id, f) in found {
+        refs.known_keys
+            .insert(crate::marker::Marker::secret_key_sm(&id));
         refs.ids.extend(f.ids);
         if let Some((env, p)) = f.failure {
             refs.fail(env.as_ref(), p);
@@ -575,18 +582,20 @@ async fn collect_vault(
         .buffer_unordered(deps.config.rotation_concurrency)
         .collect()
         .await;
+    let mount = deps
+        .vault
+        .as_ref()
+        .map(|b| b.config.kv_mount.clone())
+        .unwrap_or_else(|| "secret".into());
     for (path, r) in found {
+        refs.known_keys
+            .insert(crate::marker::Marker::secret_key_vault(&mount, &path));
         match r {
             Ok((ids, latest)) => {
                 refs.ids.extend(ids);
                 if let Some(v) = latest {
-                    let mount = deps
-                        .vault
-                        .as_ref()
-                        .map(|b| b.config.kv_mount.as_str())
-                        .unwrap_or("secret");
                     refs.vault_latest
-                        .insert(crate::marker::Marker::secret_key_vault(mount, &path), v);
+                        .insert(crate::marker::Marker::secret_key_vault(&mount, &path), v);
                 }
             }
             Err(why) => refs.fail(
@@ -795,6 +804,13 @@ async fn sweep_environment(
             && superseded_vault_mint(t.name_str(), &refs.vault_latest)
         {
             v = Verdict::Disable;
+        }
+        if v == Verdict::Disable
+            && t.is_enabled()
+            && marker::parse(t.name_str()).is_some_and(|(key, _)| !refs.known_keys.contains(key))
+        {
+            tracing::info!(token_id = %id, "sweep: minted for a secret this sweep does not cover; kept");
+            v = Verdict::Keep;
         }
         if tainted && v != Verdict::NotOurs {
             v = Verdict::Keep;

@@ -200,7 +200,7 @@ pub async fn run(
     deadline: Deadline,
 ) -> Result<Summary, RunError> {
     let kv = backend.kv.with_deadline(deadline.instant());
-    kv.session().login_until(deadline.instant()).await?;
+    kv.session().token_until(deadline.instant()).await?;
     kv.ensure_kv_v2().await?;
     let manager_path = backend.config.manager_path.clone();
     let manager = read_manager(&kv, &manager_path).await?;
@@ -396,7 +396,8 @@ impl Run<'_> {
             r.token_id = Some(facts.id);
             return Ok(r);
         }
-        let created = rotation::mint(self.dt, mgr, &plan, &marker, self.deadline).await?;
+        let minted = rotation::mint(self.dt, mgr, &plan, &marker, self.deadline).await?;
+        let created = &minted.created;
         if let Err(e) = rotation::prove(
             self.dt,
             &mgr.env,
@@ -415,53 +416,66 @@ impl Run<'_> {
             &facts.id,
             Timestamp::now(),
         );
-        match self.kv.write_cas(path, &new_doc.to_map(), version).await {
-            Ok(CasWrite::Written { version: written }) => {
+        // Whatever the write answers, what is stored decides: a retried write whose first
+        // attempt landed answers "conflict", and a newer run may already have written on top
+        // of ours (our token is then its `previousTokenId`).
+        let outcome = self.kv.write_cas(path, &new_doc.to_map(), version).await;
+        let written = match outcome {
+            Ok(CasWrite::Written { version: written }) => Ok(written),
+            Ok(CasWrite::Conflict) => Err(None),
+            Err(e) => Err(Some(e)),
+        };
+        let written = match written {
+            Ok(written) => {
                 tracing::info!(path, version = written, token_id = %created.id, "stored the new token");
+                version + 1
             }
-            Ok(CasWrite::Conflict) => {
-                rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
-                let mut r = PathResult::new(
-                    path,
-                    PathStatus::Skipped,
-                    Some("concurrent rotation".into()),
-                );
-                r.previous_token_id = Some(facts.id);
-                return Ok(r);
-            }
-            Err(e) => {
-                // The write may have landed (lost answer): what is stored now decides.
-                let stored = match self.kv.read(path).await {
-                    Ok(KvRead::Present(entry)) => SecretDocument::from_map(entry.data)
-                        .ok()
-                        .map(|d| d.token.same_as(&created.token)),
-                    Ok(_) => Some(false),
-                    Err(_) => None,
-                };
-                match stored {
-                    Some(true) => {
-                        tracing::warn!(path, "the write answered with an error but landed")
-                    }
-                    Some(false) => {
-                        rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
-                        return Ok(PathResult::failed(
-                            path,
-                            format!("storing the new token failed: {e}"),
-                        ));
-                    }
-                    None => {
-                        return Ok(PathResult::failed(
-                            path,
-                            format!(
-                                "storing the new token failed and its outcome is unknown (the next run cleans up): {e}"
-                            ),
-                        ));
-                    }
+            Err(error) => match self.stored_ours(path, &created).await {
+                Some(true) => {
+                    tracing::warn!(path, token_id = %created.id, "the write answered with an error or a conflict but landed");
+                    version + 1
                 }
+                Some(false) => {
+                    rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
+                    return Ok(match error {
+                        None => {
+                            let mut r = PathResult::new(
+                                path,
+                                PathStatus::Skipped,
+                                Some("concurrent rotation".into()),
+                            );
+                            r.previous_token_id = Some(facts.id);
+                            r
+                        }
+                        Some(e) => {
+                            PathResult::failed(path, format!("storing the new token failed: {e}"))
+                        }
+                    });
+                }
+                None => {
+                    let why = error
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "check-and-set conflict".into());
+                    return Ok(PathResult::failed(
+                        path,
+                        format!(
+                            "storing the new token failed and its outcome is unknown (the next run or the sweep cleans up): {why}"
+                        ),
+                    ));
+                }
+            },
+        };
+        if minted.after_lost_answer {
+            // The lost create may have minted a token whose value nobody has: it carries this
+            // rotation's marker, and with version `written` stored no run can store it any more.
+            if let Err(e) =
+                rotation::delete_marked(self.dt, mgr, &marker, &[&created.id], self.deadline).await
+            {
+                tracing::warn!(path, error = %e, "could not remove what the lost create minted; the next run or the sweep will");
             }
         }
         let revoked = self
-            .revoke_old(mgr, path, version + 1, doc, &facts.id, &created.id)
+            .revoke_old(mgr, path, written, doc, &facts.id, &created.id)
             .await;
         if let Err(e) = revoked {
             // The rotation itself succeeded; a failed revocation is retried by the next run/sweep.
@@ -473,10 +487,56 @@ impl Run<'_> {
         Ok(PathResult {
             path: path.to_owned(),
             status: PathStatus::Rotated,
-            token_id: Some(created.id),
+            token_id: Some(created.id.clone()),
             previous_token_id: Some(facts.id),
             reason: None,
         })
+    }
+
+    /// `previousTokenId` of the document just replaced, when it really is this path's token
+    /// two generations old: the token stored in version `written - 2`, or one the rotator
+    /// minted for this path. A field anyone with write access can edit must not be able to
+    /// revoke an arbitrary token of the tenant.
+    async fn verified_previous(
+        &self,
+        path: &str,
+        id: &str,
+        written: u64,
+        key: &str,
+    ) -> Option<String> {
+        let minted_here = self.snapshot.iter().any(|t| {
+            t.id.as_deref() == Some(id)
+                && marker::parse(t.name_str()).is_some_and(|(s, _)| s == key)
+        });
+        let stored_before = match written.checked_sub(2).filter(|v| *v > 0) {
+            Some(v) => match self.kv.read_version(path, v).await {
+                Ok(KvRead::Present(entry)) => SecretDocument::from_map(entry.data)
+                    .is_ok_and(|d| d.known_token_id().as_deref() == Some(id)),
+                _ => false,
+            },
+            None => false,
+        };
+        if minted_here || stored_before {
+            Some(id.to_owned())
+        } else {
+            tracing::warn!(path, token_id = %id, "previousTokenId is not this path's earlier token; not revoking it");
+            None
+        }
+    }
+
+    /// Whether the token `created` is stored at `path` after an unclear write: as the latest
+    /// token, or as the `previousTokenId` of a newer run's write. `None` when Vault cannot say.
+    async fn stored_ours(&self, path: &str, created: &crate::dynatrace::Created) -> Option<bool> {
+        match self.kv.read(path).await {
+            Ok(KvRead::Present(entry)) => {
+                Some(SecretDocument::from_map(entry.data).is_ok_and(|d| {
+                    d.token.same_as(&created.token)
+                        || d.previous_token_id.as_deref() == Some(created.id.as_str())
+                }))
+            }
+            Ok(_) => Some(false),
+            Err(_) => None,
+        }
     }
 
     /// Revokes by policy after a successful write of `written` (the version holding `new_id`):
@@ -499,17 +559,18 @@ impl Run<'_> {
         if self.config.revoke_old != RevokeOld::Immediately {
             keep.insert(old_id);
         }
+        let key = Marker::secret_key_vault(&self.mount, path);
+        let previous = match (&old.previous_token_id, self.config.revoke_old) {
+            (Some(id), RevokeOld::NextRotation | RevokeOld::Immediately) => {
+                self.verified_previous(path, id, written, &key).await
+            }
+            _ => None,
+        };
         let mut targets: Vec<String> = match self.config.revoke_old {
             RevokeOld::Never => vec![],
-            RevokeOld::NextRotation => old.previous_token_id.clone().into_iter().collect(),
-            RevokeOld::Immediately => old
-                .previous_token_id
-                .clone()
-                .into_iter()
-                .chain([old_id.to_owned()])
-                .collect(),
+            RevokeOld::NextRotation => previous.into_iter().collect(),
+            RevokeOld::Immediately => previous.into_iter().chain([old_id.to_owned()]).collect(),
         };
-        let key = Marker::secret_key_vault(&self.mount, path);
         let this = Marker::vault(&self.mount, path, written).tag();
         for t in &self.snapshot {
             let name = t.name_str();
