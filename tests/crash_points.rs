@@ -99,6 +99,8 @@ async fn secrets_manager_rotation_survives_a_crash_between_any_two_calls() {
     // calibrate: how many external calls does a clean rotation make?
     let w = World::new(&[]).await;
     let (secret, _) = w.app_secret(json!({})).await;
+    // measured on a second rotation, whose finishSecret also revokes a token
+    w.rotate(&secret).await;
     let version = w.begin(&secret).await;
     let calls = Arc::new(Calls::default());
     assert!(run_steps(counted(&w.deps, &calls, true), secret.clone(), version).await);
@@ -108,7 +110,9 @@ async fn secrets_manager_rotation_survives_a_crash_between_any_two_calls() {
 
     for crash_at in 0..total {
         let w = World::new(&[]).await;
-        let (secret, original) = w.app_secret(json!({"keep": "me"})).await;
+        let (secret, _) = w.app_secret(json!({"keep": "me"})).await;
+        w.rotate(&secret).await;
+        let original = w.token(&w.token_id_at(&secret, "AWSCURRENT").await.unwrap());
         let version = w.begin(&secret).await;
         let calls = Arc::new(Calls {
             n: AtomicUsize::new(0),
@@ -144,7 +148,12 @@ async fn secrets_manager_rotation_survives_a_crash_between_any_two_calls() {
             "{label}"
         );
         w.assert_invariants(&secret).await;
-        assert_eq!(w.live_minted().len(), 1, "{label}: {:?}", w.live_minted());
+        assert_eq!(
+            w.live_minted().len(),
+            2,
+            "{label}: AWSCURRENT and AWSPREVIOUS only: {:?}",
+            w.live_minted()
+        );
         assert!(w.token(&original.id).enabled, "{label}");
         assert_eq!(
             w.doc(&secret, "AWSCURRENT").await.unwrap()["keep"],
@@ -160,6 +169,8 @@ async fn secrets_manager_rotation_survives_a_crash_between_any_two_calls() {
 async fn vault_rotation_survives_a_crash_between_any_two_dynatrace_calls() {
     let w = VaultWorld::new(&[]).await;
     let (path, _) = w.app("app1", json!({})).await;
+    // measured on a second rotation, which also revokes the token two generations old
+    w.rotate(&[&path], true, false).await;
     let calls = Arc::new(Calls::default());
     let deps = counted(&w.deps, &calls, false);
     let action = json!({"action": "rotate-vault", "paths": [path], "force": true});
@@ -168,11 +179,13 @@ async fn vault_rotation_survives_a_crash_between_any_two_dynatrace_calls() {
         .unwrap();
     let total = calls.n.load(Ordering::SeqCst);
     drop(w);
-    assert!(total >= 4, "{total}");
+    assert!(total >= 6, "{total}");
 
     for crash_at in 0..total {
         let w = VaultWorld::new(&[]).await;
-        let (path, original) = w.app("app1", json!({"keep": "me"})).await;
+        let (path, _) = w.app("app1", json!({"keep": "me"})).await;
+        w.rotate(&[&path], true, false).await;
+        let original = w.token(&w.token_id(&path).await);
         let calls = Arc::new(Calls {
             n: AtomicUsize::new(0),
             crash_at: Some(crash_at),
@@ -186,7 +199,7 @@ async fn vault_rotation_survives_a_crash_between_any_two_dynatrace_calls() {
         assert!(crashed, "crash point {crash_at} was not reached");
         // the schedule runs again (not due any more if the write landed, so forced like a retry)
         let (v_before, _) = w.read(&path).await;
-        let out = w.rotate(&[&path], v_before == 1, false).await;
+        let out = w.rotate(&[&path], v_before == 2, false).await;
         assert_eq!(out["failed"], 0, "crash {crash_at}: {out}");
         let label = format!("vault crash before call #{crash_at}");
         w.assert_invariants(std::slice::from_ref(&path)).await;

@@ -343,7 +343,7 @@ fn sm_client(proxy: &FaultProxy) -> aws_sdk_secretsmanager::Client {
 // Secrets Manager
 
 /// A Secrets Manager world whose Dynatrace and Secrets Manager traffic goes through proxies;
-/// returns (world, proxies, secret, original token id, version).
+/// returns (world, proxies, secret, current token id after a first rotation, version).
 async fn sm_world() -> (World, Proxies, String, String, String) {
     let mut w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
     let dynatrace = FaultProxy::start(&w.emu.url()).await;
@@ -363,8 +363,15 @@ async fn sm_world() -> (World, Proxies, String, String, String) {
                 .to_string(),
         )
         .await;
+    // the measured rotation is the second, so finishSecret also revokes a token
+    w.rotate(&secret).await;
+    let current = w
+        .token_id_at(&secret, sm::AWSCURRENT)
+        .await
+        .expect("rotated");
+    assert_ne!(current, token.id);
     let version = w.begin(&secret).await;
-    (w, Proxies { dynatrace, store }, secret, token.id, version)
+    (w, Proxies { dynatrace, store }, secret, current, version)
 }
 
 fn step_event(secret: &str, version: &str, step: &str) -> Value {
@@ -446,7 +453,11 @@ async fn run_sm_case(case: &Case) -> bool {
     );
     w.assert_invariants(&secret).await;
     let live = w.live_minted();
-    assert_eq!(live.len(), 1, "{label}: live minted tokens {live:?}");
+    assert_eq!(
+        live.len(),
+        2,
+        "{label}: live minted tokens (AWSCURRENT, AWSPREVIOUS) {live:?}"
+    );
     assert!(
         w.token(&original).enabled,
         "{label}: the previous token must stay valid"
@@ -506,7 +517,7 @@ async fn secrets_manager_rotation_secrets_manager_calls() {
 // Vault
 
 /// A Vault world with two paths, whose Dynatrace and Vault traffic goes through proxies;
-/// returns (world, proxies, paths, original token ids).
+/// returns (world, proxies, paths, token ids current after a first run).
 async fn vault_world() -> (VaultWorld, Proxies, Vec<String>, Vec<String>) {
     let store = FaultProxy::start(&Bao::shared().addr()).await;
     let mut w = VaultWorld::new(&[("VAULT_ADDR", &store.url())]).await;
@@ -523,7 +534,18 @@ async fn vault_world() -> (VaultWorld, Proxies, Vec<String>, Vec<String>) {
     let (b, tb) = w.app("app2", json!({"keep": "me"})).await;
     let paths = vec![a, b];
     w.deps.vault.as_mut().unwrap().config.rotate_paths = paths.clone();
-    (w, Proxies { dynatrace, store }, paths, vec![ta.id, tb.id])
+    // the measured run is the second, so it also revokes the tokens two generations old
+    let out = w
+        .invoke(rotate_event(&paths, true))
+        .await
+        .expect("first run");
+    assert_eq!(out["rotated"], 2, "first run: {out}");
+    let mut current = Vec::new();
+    for p in &paths {
+        current.push(w.token_id(p).await);
+    }
+    assert!(current[0] != ta.id && current[1] != tb.id);
+    (w, Proxies { dynatrace, store }, paths, current)
 }
 
 fn rotate_event(paths: &[String], force: bool) -> Value {
@@ -557,7 +579,7 @@ async fn run_vault_case(case: &Case) -> bool {
     // forced), then as scheduled; then the sweep.
     let mut unwritten = Vec::new();
     for path in &paths {
-        if w.read(path).await.0 == 1 {
+        if w.read(path).await.0 == 2 {
             unwritten.push(path.clone());
         }
     }
@@ -596,7 +618,7 @@ async fn run_vault_case(case: &Case) -> bool {
     w.assert_invariants(&paths).await;
     for (path, original) in paths.iter().zip(&originals) {
         let (version, doc) = w.read(path).await;
-        assert!(version >= 2, "{label}: {path} was never rotated");
+        assert!(version >= 3, "{label}: {path} was not rotated again");
         assert_eq!(doc["keep"], "me", "{label}: {path}: data lost");
         assert!(
             w.token(original).enabled,
@@ -604,7 +626,11 @@ async fn run_vault_case(case: &Case) -> bool {
         );
     }
     let live = w.live_minted();
-    assert_eq!(live.len(), 2, "{label}: live minted tokens {live:?}");
+    assert_eq!(
+        live.len(),
+        4,
+        "{label}: live minted tokens (latest and previous of 2 paths) {live:?}"
+    );
     w.assert_no_leaks();
     run_failed
 }
