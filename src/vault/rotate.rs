@@ -430,7 +430,7 @@ impl Run<'_> {
                 tracing::info!(path, version = written, token_id = %created.id, "stored the new token");
                 version + 1
             }
-            Err(error) => match self.stored_ours(path, &created).await {
+            Err(error) => match self.stored_ours(path, created).await {
                 Some(true) => {
                     tracing::warn!(path, token_id = %created.id, "the write answered with an error or a conflict but landed");
                     version + 1
