@@ -358,3 +358,27 @@ async fn a_failing_vault_store_blocks_the_sweep_of_a_shared_environment() {
     assert!(w.token(&s.orphan.id).enabled);
     w.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn tokens_minted_for_secrets_the_sweep_does_not_cover_are_kept() {
+    // e.g. a path rotated by an event outside VAULT_ROTATE_PREFIX, or another deployment of
+    // the function on the same tenant: its current token carries a marker the sweep can't
+    // resolve, and must not be disabled as an orphan.
+    let mut w = VaultWorld::new(&[]).await;
+    w.deps.vault.as_mut().unwrap().config.rotate_prefix = Some(format!("{}/dynatrace/", w.root));
+    let (a, _) = w.app("app1", json!({})).await;
+    w.rotate(&[&a], true, false).await;
+    let foreign = seed(&w.emu, &Marker::vault("secret", "elsewhere/app9", 2));
+    let covered = seed(&w.emu, &Marker::vault("secret", &a, 99));
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(
+        ids(&out, "disabled"),
+        vec![covered.orphan.id.clone()],
+        "{out}"
+    );
+    assert!(
+        w.token(&foreign.orphan.id).enabled,
+        "a token of an uncovered secret is kept"
+    );
+    w.assert_no_leaks();
+}

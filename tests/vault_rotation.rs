@@ -492,3 +492,34 @@ async fn sqs_batch_reports_exactly_the_failed_records() {
     assert_eq!(w.read(&a).await.0, 2);
     w.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn an_edited_previous_token_id_cannot_get_another_token_revoked() {
+    let w = VaultWorld::new(&[("DT_OLD_TOKEN_ACTION", "delete")]).await;
+    let (a, _) = w.app("app1", json!({})).await;
+    let (_, victim) = w.app("other-team", json!({})).await;
+    // someone with write access to the path names another team's token as previous
+    let (v, mut doc) = w.read(&a).await;
+    doc["previousTokenId"] = json!(victim.id);
+    w.bao.kv_put_cas("secret", &a, &doc, v).await.unwrap();
+    let out = w.rotate(&[&a], true, false).await;
+    assert_eq!(out["rotated"], 1, "{out}");
+    assert!(
+        !w.emu.was_deleted(&victim.id),
+        "the victim's token survives"
+    );
+    assert!(w.token(&victim.id).enabled);
+    assert!(
+        w.logs
+            .text()
+            .contains("previousTokenId is not this path's earlier token")
+    );
+    // a genuine previous token is still revoked on the next rotation
+    let first = w.token_id(&a).await;
+    w.rotate(&[&a], true, false).await;
+    let second = w.token_id(&a).await;
+    w.rotate(&[&a], true, false).await;
+    assert!(w.emu.was_deleted(&first), "two generations old: deleted");
+    assert!(w.token(&second).enabled);
+    w.assert_no_leaks();
+}
