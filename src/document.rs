@@ -1,6 +1,8 @@
-//! The document stored in a secret (DESIGN.md §2), in both backends: a JSON object with
-//! `token`, optional `environmentUrl`, and the rotator's `tokenId`, `previousTokenId`,
-//! `rotatedAt`; or a bare token string. Unknown fields are kept verbatim across rotations.
+//! The document stored in a secret (docs/design.md §2), in both backends: a JSON object with
+//! `token`, optional `environmentUrl`, and the rotator's bookkeeping `tokenId`,
+//! `previousTokenId`, `rotatedAt`, `expiresAt`; or a bare token string. Unknown fields are
+//! kept verbatim across rotations. The bookkeeping fields are hints for finding versions and
+//! reporting, never proof of which token a secret holds (docs/design.md §3, trust rules).
 
 use std::fmt;
 
@@ -24,6 +26,8 @@ pub struct SecretDocument {
     pub previous_token_id: Option<String>,
     /// When the rotator last rotated this document (as stored).
     pub rotated_at: Option<String>,
+    /// When the token the rotator stored expires (as stored; absent: never, or not recorded).
+    pub expires_at: Option<String>,
     /// Every other field, preserved as is.
     extra: Map<String, Value>,
     /// The secret was a bare token string, not JSON.
@@ -51,12 +55,13 @@ pub enum DocumentError {
     BadToken(TokenFormatError),
 }
 
-const KNOWN: [&str; 5] = [
+const KNOWN: [&str; 6] = [
     "token",
     "environmentUrl",
     "tokenId",
     "previousTokenId",
     "rotatedAt",
+    "expiresAt",
 ];
 
 impl SecretDocument {
@@ -84,6 +89,7 @@ impl SecretDocument {
             token_id: None,
             previous_token_id: None,
             rotated_at: None,
+            expires_at: None,
             extra: Map::new(),
             bare: true,
         }
@@ -109,6 +115,7 @@ impl SecretDocument {
             token_id: take("tokenId")?,
             previous_token_id: take("previousTokenId")?,
             rotated_at: take("rotatedAt")?,
+            expires_at: take("expiresAt")?,
             extra: map,
             bare: false,
         })
@@ -119,9 +126,11 @@ impl SecretDocument {
         self.bare
     }
 
-    /// The id of the token as far as the document knows it: `tokenId`, or derived from a
-    /// current-format value. Legacy tokens without `tokenId` need a lookup.
-    pub fn known_token_id(&self) -> Option<String> {
+    /// The id the token *claims*: derived from a current-format value's shape, else the
+    /// `tokenId` field. Good for reports and for keeping a token; never a reason to revoke
+    /// one (anyone who may write the secret can make it name any id): revocation needs
+    /// [`crate::rotation::proven_id`].
+    pub fn token_id_hint(&self) -> Option<String> {
         self.token.derived_id().or_else(|| self.token_id.clone())
     }
 
@@ -130,18 +139,29 @@ impl SecretDocument {
         self.rotated_at.as_deref().and_then(|s| s.parse().ok())
     }
 
+    /// `expiresAt` parsed: `Some(None)` when absent (never expires, or an older document that
+    /// did not record it), `None` when present but unparseable.
+    pub fn expires_at_time(&self) -> Option<Option<Timestamp>> {
+        match self.expires_at.as_deref() {
+            None => Some(None),
+            Some(s) => s.parse().ok().map(Some),
+        }
+    }
+
     /// Names of the fields the rotator does not know (for logs).
     pub fn extra_keys(&self) -> Vec<&str> {
         self.extra.keys().map(String::as_str).collect()
     }
 
-    /// The document after rotating to `new_token` (id `new_id`) at `now`: unknown fields
-    /// and `environmentUrl` kept, `previousTokenId` set to the old token's id.
+    /// The document after rotating to `new_token` (id `new_id`, expiring at `expires`) at
+    /// `now`: unknown fields and `environmentUrl` kept, `previousTokenId` set to the old
+    /// token's id, `expiresAt` written (removed when the new token never expires).
     pub fn rotated(
         &self,
         new_token: TokenValue,
         new_id: &str,
         old_id: &str,
+        expires: Option<Timestamp>,
         now: Timestamp,
     ) -> Self {
         if self.bare {
@@ -152,12 +172,8 @@ impl SecretDocument {
             environment_url: self.environment_url.clone(),
             token_id: Some(new_id.to_owned()),
             previous_token_id: Some(old_id.to_owned()),
-            rotated_at: Some(
-                now.round(jiff::Unit::Second)
-                    .unwrap_or(now)
-                    .strftime("%Y-%m-%dT%H:%M:%SZ")
-                    .to_string(),
-            ),
+            rotated_at: Some(iso_seconds(now)),
+            expires_at: expires.map(iso_seconds),
             extra: self.extra.clone(),
             bare: false,
         }
@@ -180,6 +196,7 @@ impl SecretDocument {
         put("tokenId", &self.token_id);
         put("previousTokenId", &self.previous_token_id);
         put("rotatedAt", &self.rotated_at);
+        put("expiresAt", &self.expires_at);
         map
     }
 
@@ -200,10 +217,19 @@ impl fmt::Debug for SecretDocument {
             .field("token_id", &self.token_id)
             .field("previous_token_id", &self.previous_token_id)
             .field("rotated_at", &self.rotated_at)
+            .field("expires_at", &self.expires_at)
             .field("extra_keys", &self.extra_keys())
             .field("bare", &self.bare)
             .finish()
     }
+}
+
+/// `t` as `2026-11-28T10:00:00Z` (whole seconds, UTC), the form the rotator writes.
+fn iso_seconds(t: Timestamp) -> String {
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// Field names the rotator owns in the document.
@@ -226,7 +252,7 @@ mod tests {
         );
         let doc = SecretDocument::parse(&text).unwrap();
         assert_eq!(
-            doc.known_token_id().unwrap(),
+            doc.token_id_hint().unwrap(),
             "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX"
         );
         let now: Timestamp = "2026-11-28T10:00:00.123Z".parse().unwrap();
@@ -234,6 +260,7 @@ mod tests {
             TokenValue::parse(T2).unwrap(),
             "dt0c01.BBCDEFGHIJKLMNOPQRSTUVWX",
             "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX",
+            Some("2026-12-28T10:00:00.5Z".parse().unwrap()),
             now,
         );
         let out: Value = serde_json::from_str(new.render().expose_secret()).unwrap();
@@ -242,6 +269,16 @@ mod tests {
         assert_eq!(out["token"], T2);
         assert_eq!(out["previousTokenId"], "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX");
         assert_eq!(out["rotatedAt"], "2026-11-28T10:00:00Z");
+        assert_eq!(out["expiresAt"], "2026-12-28T10:00:01Z");
+        let again = SecretDocument::parse(new.render().expose_secret()).unwrap();
+        assert_eq!(
+            again.expires_at_time(),
+            Some(Some("2026-12-28T10:00:01Z".parse().unwrap()))
+        );
+        // a successor that never expires drops the field
+        let never = again.rotated(TokenValue::parse(T1).unwrap(), "a", "b", None, now);
+        assert!(!never.to_map().contains_key("expiresAt"));
+        assert_eq!(never.expires_at_time(), Some(None));
         assert!(!format!("{new:?}").contains("0123456789"));
     }
 

@@ -1,4 +1,4 @@
-//! The rotation of one token, shared by both backends (DESIGN.md §3): inspect the current
+//! The rotation of one token, shared by both backends (docs/design.md §3): inspect the current
 //! token by its value, mint its successor under a rotation marker, prove the successor by
 //! authenticating with it, revoke old tokens by policy, and find/clean up what an
 //! interrupted attempt left behind. The backends decide *when* each step runs and how the
@@ -137,7 +137,7 @@ pub fn dt(context: impl Into<String>) -> impl FnOnce(DtError) -> RotationError {
     }
 }
 
-/// Picks the manager for a secret whose document names `doc_env` (DESIGN.md §2, §5).
+/// Picks the manager for a secret whose document names `doc_env` (docs/design.md §2, §5).
 pub fn select_manager<'a>(
     managers: &'a [Manager],
     doc_env: Option<&str>,
@@ -366,11 +366,15 @@ pub enum Revoked {
 }
 
 /// Step 6: revokes token `id` per `action`, authenticated with the manager. Idempotent.
-/// Never revokes the manager token itself.
+/// Never revokes the manager token itself. `owner` is the secret key the token was proven to
+/// belong to: a disabled token without a marker gets its `revoked` marker (see
+/// [`marker::disabled_name`]) so only that secret's sweep may delete it later. The caller
+/// must have proven the target (see [`revocation_targets`]).
 pub async fn revoke(
     dt_client: &Dynatrace,
     mgr: &Manager,
     id: &str,
+    owner: Option<&str>,
     action: OldTokenAction,
     today: jiff::civil::Date,
     deadline: Deadline,
@@ -402,7 +406,7 @@ pub async fn revoke(
                 Revoked::AlreadyDisabled
             } else {
                 let update = TokenUpdate {
-                    name: Some(marker::disabled_name(t.name_str(), today)),
+                    name: Some(marker::disabled_name(t.name_str(), today, owner)),
                     enabled: Some(false),
                     scopes: None,
                 };
@@ -421,12 +425,12 @@ pub async fn revoke(
     Ok(outcome)
 }
 
-/// Every token in `mgr`'s environment that the rotator minted for the secret `secret_key`
-/// (see [`Marker::secret_key`]).
+/// Every token in `mgr`'s environment whose marker names one of `secret_keys` (the secret's
+/// keys, see [`Marker::secret_key`] and [`marker::secret_keys_sm`]).
 pub async fn minted_for_secret(
     dt_client: &Dynatrace,
     mgr: &Manager,
-    secret_key: &str,
+    secret_keys: &[&str],
     deadline: Deadline,
 ) -> Result<Vec<ApiToken>, RotationError> {
     let all = dt_client
@@ -435,7 +439,7 @@ pub async fn minted_for_secret(
         .map_err(dt("listing tokens"))?;
     Ok(all
         .into_iter()
-        .filter(|t| marker::parse(t.name_str()).is_some_and(|(s, _)| s == secret_key))
+        .filter(|t| marker::owner_key(t.name_str()).is_some_and(|s| secret_keys.contains(&s)))
         .collect())
 }
 
@@ -451,7 +455,7 @@ pub async fn delete_marked(
 ) -> Result<Vec<String>, RotationError> {
     let tag = marker.tag();
     let mut deleted = Vec::new();
-    for t in minted_for_secret(dt_client, mgr, marker.secret_key(), deadline).await? {
+    for t in minted_for_secret(dt_client, mgr, &[marker.secret_key()], deadline).await? {
         let id = t.id_str().to_owned();
         if t.name_str().contains(&tag) && !keep.contains(&id.as_str()) {
             dt_client
@@ -477,7 +481,9 @@ pub async fn discard(dt_client: &Dynatrace, mgr: &Manager, id: &str, deadline: D
     }
 }
 
-/// The id of the token stored in `doc`: from the value, the document, or a lookup.
+/// The id `doc`'s token claims ([`SecretDocument::token_id_hint`]), or for a legacy token
+/// without `tokenId` the id a lookup answers. A hint: for reports and for what to keep, never
+/// for what to revoke (use [`proven_id`]).
 pub async fn token_id_of(
     dt_client: &Dynatrace,
     mgr: &Manager,
@@ -495,6 +501,177 @@ pub async fn token_id_of(
         .await
         .map_err(dt("looking up a stored legacy token"))?;
     Ok(found.and_then(|t| t.id))
+}
+
+/// The id of the token whose value is `value`, as Dynatrace answers a lookup **by value**
+/// with the manager: the only proof, besides the rotator's own marker, that a token belongs
+/// to the secret that stores the value (docs/design.md §3, trust rules). `None` when
+/// Dynatrace knows no such value (deleted, or a forged value naming another token's id).
+pub async fn proven_id(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    value: &TokenValue,
+    deadline: Deadline,
+) -> Result<Option<String>, RotationError> {
+    let found = dt_client
+        .lookup(&mgr.env, &mgr.token, value, deadline)
+        .await
+        .map_err(dt("looking up a stored token by its value"))?;
+    Ok(found.and_then(|t| t.id))
+}
+
+/// Why the rotator believes a token belongs to the secret it rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// A value stored in one of the secret's versions was looked up by value and Dynatrace
+    /// answered with this id.
+    ByValue,
+    /// The token's name carries this deployment's marker for this very secret.
+    ByMarker,
+    /// Only a hint names it (an id derived from a value's shape, `tokenId`,
+    /// `previousTokenId`): never revoked.
+    Unproven,
+}
+
+/// A token a revocation policy would revoke, and what proves it is the secret's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The token id.
+    pub id: String,
+    /// The proof.
+    pub proof: Proof,
+}
+
+impl Candidate {
+    /// A candidate with `proof`.
+    pub fn new(id: impl Into<String>, proof: Proof) -> Self {
+        Self {
+            id: id.into(),
+            proof,
+        }
+    }
+}
+
+/// What [`revocation_targets`] decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Targets {
+    /// Ids to revoke, in order, each once.
+    pub revoke: Vec<String>,
+    /// Ids the policy named but nothing proves: left alone (the caller warns).
+    pub unproven: Vec<String>,
+}
+
+/// The tokens to revoke out of `candidates` (pure): only proven ones, never one in `keep`
+/// (still referenced by a label or the latest version) and never a manager token.
+pub fn revocation_targets(
+    candidates: &[Candidate],
+    keep: &[&str],
+    manager_ids: &[&str],
+) -> Targets {
+    let mut out = Targets::default();
+    for c in candidates {
+        let id = c.id.as_str();
+        if keep.contains(&id)
+            || manager_ids.contains(&id)
+            || out.revoke.iter().any(|r| r == id)
+            || out.unproven.iter().any(|r| r == id)
+        {
+            continue;
+        }
+        match c.proof {
+            Proof::ByValue | Proof::ByMarker => out.revoke.push(c.id.clone()),
+            Proof::Unproven => out.unproven.push(c.id.clone()),
+        }
+    }
+    // A token proven by one route is not also reported as unproven.
+    let revoke = out.revoke.clone();
+    out.unproven.retain(|u| !revoke.contains(u));
+    out
+}
+
+/// What a store holds for a rotation after a write, as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Our minted token.
+    Ours,
+    /// Another run's token (its id, when known).
+    Theirs(Option<String>),
+    /// Nothing of this rotation: the write definitely did not land.
+    Nothing,
+    /// The store cannot say (the write's outcome is still unclear).
+    Unknown,
+}
+
+/// What to do with the token this run minted, given what the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// It is stored: keep it and carry on.
+    Keep,
+    /// It can never be stored: delete it.
+    Discard,
+    /// Its fate is unknown: keep it (its marker lets the next run or the sweep decide) and
+    /// report the failure.
+    LeaveMarked,
+}
+
+/// The pure rule of docs/design.md §3 for a write: a token is deleted only when the store
+/// definitely does not hold it.
+pub fn settle(stored: &Stored) -> Settlement {
+    match stored {
+        Stored::Ours => Settlement::Keep,
+        Stored::Theirs(_) | Stored::Nothing => Settlement::Discard,
+        Stored::Unknown => Settlement::LeaveMarked,
+    }
+}
+
+/// The answer to one attempt of an idempotent store write.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// A definitive answer (success or a refusal that says the write did not land).
+    Definitive(T),
+    /// The outcome is unknown (timeout, 5xx, throttling, lost answer): the same write is
+    /// repeated.
+    Unclear(String),
+}
+
+/// Repeats the same idempotent write (`attempt`) until it answers definitively, with
+/// jittered exponential back-off, while `deadline` allows. `None`: still unclear when time
+/// ran out (the caller keeps its token marked). Safe only for writes that cannot land twice:
+/// a Vault CAS write on one index, a `PutSecretValue` with one `ClientRequestToken` and value.
+pub async fn repeat_until_definitive<T, F, Fut>(
+    what: &str,
+    deadline: Deadline,
+    mut attempt: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Attempt<T>>,
+{
+    use backon::BackoffBuilder;
+    let mut backoff = backon::ExponentialBuilder::new()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Attempt::Definitive(t) => return Some(t),
+            Attempt::Unclear(why) => {
+                let wait = backoff
+                    .next()
+                    .unwrap_or(std::time::Duration::from_secs(2));
+                if !deadline.allows(wait) {
+                    tracing::warn!(what, tries, reason = %why, "the write's outcome is still unknown and time is up");
+                    return None;
+                }
+                tracing::warn!(what, tries, reason = %why, wait_ms = wait.as_millis() as u64, "the write's outcome is unknown; repeating the same write");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
 }
 
 /// Posts the `CUSTOM_INFO` event of a rotation (`DT_EVENTS=on`). Failures are logged, not
