@@ -1,4 +1,4 @@
-//! The `audit` invocation (DESIGN.md §6): a token-hygiene report of each configured manager's
+//! The `audit` invocation (docs/design.md §6): a token-hygiene report of each configured manager's
 //! environment (Secrets Manager managers and the Vault manager, one entry per environment
 //! URL). It lists the tokens with `+expirationDate,+lastUsedDate,+scopes,+personalAccessToken`
 //! and reports, by id and name only (never a value), the **enabled** tokens that are
@@ -11,7 +11,10 @@
 //! - `tokenManagement`: holding a scope that manages tokens (`apiTokens.write`,
 //!   `TenantTokenManagement`, `activeGateTokenManagement.*`, `agentTokenManagement.read`,
 //!   `tenantTokenRotation.write`), with those scopes. The manager token itself is listed
-//!   here by design: it is the most privileged token of the environment.
+//!   here by design: it is the most privileged token of the environment;
+//! - `orphanedMinted`: minted under this deployment's marker for a secret the audit cannot
+//!   read (deleted, or outside the configured ones) and referenced by no secret it read; the
+//!   sweep never touches them (it cannot tell whose they are), so a person decides.
 //!
 //! Disabled tokens are revoked already and only counted (`disabled`). The audit changes
 //! nothing. An environment whose tokens cannot be listed gets an `error` and empty lists;
@@ -28,7 +31,7 @@ use crate::sweep::{self, Problem, SweepError};
 /// Fields asked for in the listing.
 pub const FIELDS: &str = "+expirationDate,+lastUsedDate,+scopes,+personalAccessToken";
 
-/// Whether `scope` manages tokens (DESIGN.md, Dynatrace token API §8).
+/// Whether `scope` manages tokens (docs/dynatrace-api.md).
 pub fn is_token_management(scope: &str) -> bool {
     matches!(
         scope,
@@ -92,6 +95,8 @@ pub struct EnvironmentReport {
     pub unused: Vec<Entry>,
     /// Holding token-management scopes.
     pub token_management: Vec<Entry>,
+    /// Minted under this deployment's marker, for no secret it read, referenced by none.
+    pub orphaned_minted: Vec<Entry>,
     /// Why the environment could not be listed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -178,6 +183,7 @@ pub async fn run(deps: &Deps, deadline: Deadline) -> Result<AuditReport, SweepEr
         return Err(sweep::no_managers(deps, &managers));
     }
     let now = Timestamp::now();
+    let refs = sweep::collect_references(deps, &managers, deadline).await;
     let mut environments = Vec::new();
     for mgr in &managers.by_env {
         let env = mgr.env.to_string();
@@ -186,13 +192,22 @@ pub async fn run(deps: &Deps, deadline: Deadline) -> Result<AuditReport, SweepEr
             .list(&mgr.env, &mgr.token, None, FIELDS, deadline)
             .await
         {
-            Ok(tokens) => classify(
-                &env,
-                &tokens,
-                deps.config.audit_expiring_days,
-                deps.config.audit_unused_days,
-                now,
-            ),
+            Ok(tokens) => {
+                let mut report = classify(
+                    &env,
+                    &tokens,
+                    deps.config.audit_expiring_days,
+                    deps.config.audit_unused_days,
+                    now,
+                );
+                if !refs.is_tainted(&mgr.env) {
+                    report.orphaned_minted = sweep::orphaned_minted(&tokens, &refs)
+                        .into_iter()
+                        .map(Entry::of)
+                        .collect();
+                }
+                report
+            }
             Err(e) => EnvironmentReport {
                 environment_url: env.clone(),
                 error: Some(crate::secret::redact_text(
@@ -209,6 +224,7 @@ pub async fn run(deps: &Deps, deadline: Deadline) -> Result<AuditReport, SweepEr
             never_expiring = report.never_expiring.len(),
             unused = report.unused.len(),
             token_management = report.token_management.len(),
+            orphaned_minted = report.orphaned_minted.len(),
             "audit of environment"
         );
         environments.push(report);
@@ -216,7 +232,7 @@ pub async fn run(deps: &Deps, deadline: Deadline) -> Result<AuditReport, SweepEr
     Ok(AuditReport {
         action: "audit",
         environments,
-        errors: managers.errors,
+        errors: refs.errors,
     })
 }
 

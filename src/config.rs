@@ -31,6 +31,9 @@ pub struct Config {
     pub vault: Option<VaultConfig>,
     /// `ROTATION_INTERVAL_DAYS`.
     pub rotation_interval_days: u32,
+    /// `ROTATION_EXPIRY_MARGIN_DAYS`: a Vault secret whose token expires within this margin is
+    /// due, so a stored token never expires between two runs.
+    pub rotation_expiry_margin_days: u32,
     /// `ROTATION_CONCURRENCY`.
     pub rotation_concurrency: usize,
     /// `AUDIT_EXPIRING_DAYS`.
@@ -204,11 +207,24 @@ impl Config {
             events: env.choice("DT_EVENTS", false, &[("on", true), ("off", false)])?,
             vault: Self::vault(&env)?,
             rotation_interval_days: env.number("ROTATION_INTERVAL_DAYS", 30, 0, 3650)?,
+            rotation_expiry_margin_days: env.number("ROTATION_EXPIRY_MARGIN_DAYS", 7, 0, 3650)?,
             rotation_concurrency: env.number("ROTATION_CONCURRENCY", 8, 1, 64)?,
             audit_expiring_days: env.number("AUDIT_EXPIRING_DAYS", 14, 0, 3650)?,
             audit_unused_days: env.number("AUDIT_UNUSED_DAYS", 90, 1, 3650)?,
             function_name: env.get("AWS_LAMBDA_FUNCTION_NAME"),
         };
+        if let Some(lifetime) = config.token_lifetime_days {
+            let needed = config.rotation_interval_days + config.rotation_expiry_margin_days;
+            if lifetime < needed {
+                return Err(err(
+                    "DT_TOKEN_LIFETIME_DAYS",
+                    format!(
+                        "{lifetime} days is shorter than ROTATION_INTERVAL_DAYS ({}) + ROTATION_EXPIRY_MARGIN_DAYS ({}) = {needed}: tokens would expire before their next rotation; raise DT_TOKEN_LIFETIME_DAYS or lower ROTATION_INTERVAL_DAYS",
+                        config.rotation_interval_days, config.rotation_expiry_margin_days
+                    ),
+                ));
+            }
+        }
         for id in &config.manager_secret_ids {
             if id.len() > 2048 {
                 return Err(err(
@@ -291,6 +307,25 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn lifetime_must_outlast_interval_and_margin() {
+        assert_eq!(cfg(&[]).unwrap().rotation_expiry_margin_days, 7);
+        let e = cfg(&[("DT_TOKEN_LIFETIME_DAYS", "30")]).unwrap_err();
+        assert_eq!(e.variable, "DT_TOKEN_LIFETIME_DAYS");
+        assert!(e.message.contains("ROTATION_INTERVAL_DAYS (30)"), "{e}");
+        assert!(e.message.contains("ROTATION_EXPIRY_MARGIN_DAYS (7)"), "{e}");
+        assert!(cfg(&[("DT_TOKEN_LIFETIME_DAYS", "37")]).is_ok());
+        assert!(
+            cfg(&[
+                ("DT_TOKEN_LIFETIME_DAYS", "10"),
+                ("ROTATION_INTERVAL_DAYS", "7"),
+                ("ROTATION_EXPIRY_MARGIN_DAYS", "3")
+            ])
+            .is_ok()
+        );
+        assert!(cfg(&[("ROTATION_EXPIRY_MARGIN_DAYS", "x")]).is_err());
     }
 
     #[test]

@@ -142,6 +142,9 @@ pub struct Created {
     pub token: TokenValue,
     /// Its expiry as Dynatrace reports it.
     pub expiration_date: Option<String>,
+    /// An earlier attempt of the create answered 5xx or lost its answer: it may have minted
+    /// a token whose value nobody has (found by marker).
+    pub after_unclear_attempt: bool,
 }
 
 /// Body of `PUT /api/v2/apiTokens/{id}`: every field optional.
@@ -273,6 +276,9 @@ pub type CallHook = Arc<dyn Fn(&'static str) + Send + Sync>;
 struct Reply {
     status: u16,
     body: Zeroizing<Vec<u8>>,
+    /// An earlier attempt of this request ended with a 5xx or a lost answer: for a
+    /// non-idempotent call it may have taken effect.
+    unclear_before: bool,
 }
 
 impl Dynatrace {
@@ -375,6 +381,7 @@ impl Dynatrace {
             id: raw.id,
             token,
             expiration_date: raw.expiration_date,
+            after_unclear_attempt: reply.unclear_before,
         })
     }
 
@@ -556,6 +563,7 @@ impl Dynatrace {
             .with_max_times(self.retry.max_attempts.saturating_sub(1))
             .build();
         let mut attempt = 0;
+        let mut unclear_before = false;
         loop {
             attempt += 1;
             self.wait_for_pause(env, op, deadline).await?;
@@ -618,13 +626,18 @@ impl Dynatrace {
                             }
                         }
                     };
-                    let reply = Reply { status, body };
+                    let reply = Reply {
+                        status,
+                        body,
+                        unclear_before,
+                    };
                     if (300..400).contains(&status) {
                         return Err(DtError::Redirect { op, status });
                     }
                     if status != 429 && !(500..600).contains(&status) {
                         return Ok(reply);
                     }
+                    unclear_before |= status != 429;
                     (status, error_message(&reply), retry_after)
                 }
             };

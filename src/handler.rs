@@ -95,6 +95,7 @@ pub fn rotation_error_type(e: &RotationError) -> &'static str {
         RotationError::CurrentTokenUnknown { .. } => "CurrentTokenUnknown",
         RotationError::ProofFailed { .. } => "NewTokenFailedCheck",
         RotationError::ManagerProtected(_) => "ManagerProtected",
+        RotationError::ManagerUnusable { .. } => "ManagerUnusable",
         RotationError::Dynatrace { source, .. } => dynatrace_error_type(source),
     }
 }
@@ -111,6 +112,7 @@ impl From<SmError> for HandlerError {
             SmError::ManagerUnusable { .. } => "ManagerUnusable",
             SmError::SecretNotFound(_) => "SecretNotFound",
             SmError::Aws { .. } => "SecretsManagerError",
+            SmError::StoreOutcomeUnknown { .. } => "StoreOutcomeUnknown",
             SmError::Rotation { source, .. } => rotation_error_type(source),
         };
         Self {

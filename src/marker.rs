@@ -261,10 +261,7 @@ mod tests {
         let b = Marker::vault(&scope, "dynatrace/app1", 4);
         assert_eq!(base_name(&b.name_for(&name)), "app1 metrics");
         assert!(b.name_for(&name).ends_with(":v4]"));
-        assert_eq!(
-            vault_version(parse(&b.name_for(&name)).unwrap().1),
-            Some(4)
-        );
+        assert_eq!(vault_version(parse(&b.name_for(&name)).unwrap().1), Some(4));
         assert!(!is_minted("app1 metrics"));
     }
 
@@ -273,8 +270,16 @@ mod tests {
         let path = "dynatrace/app1";
         let prod = VaultScope::new("https://vault.prod.example.com:8200/", None, "secret");
         let staging = VaultScope::new("https://vault.staging.example.com:8200", None, "secret");
-        let team_ns = VaultScope::new("https://vault.prod.example.com:8200", Some("team-a"), "secret");
-        let other_ns = VaultScope::new("https://vault.prod.example.com:8200", Some("team-b/"), "secret");
+        let team_ns = VaultScope::new(
+            "https://vault.prod.example.com:8200",
+            Some("team-a"),
+            "secret",
+        );
+        let other_ns = VaultScope::new(
+            "https://vault.prod.example.com:8200",
+            Some("team-b/"),
+            "secret",
+        );
         let keys = [&prod, &staging, &team_ns, &other_ns].map(|s| s.secret_key(path));
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {
@@ -283,10 +288,14 @@ mod tests {
         }
         // normalised: case of the host, default port, trailing slash do not matter
         assert_eq!(
-            VaultScope::new("https://VAULT.example.com:443/", Some(""), "/secret/").secret_key(path),
+            VaultScope::new("https://VAULT.example.com:443/", Some(""), "/secret/")
+                .secret_key(path),
             VaultScope::new("https://vault.example.com", None, "secret").secret_key(path)
         );
-        assert_eq!(deployment_of(&prod.secret_key(path)), Some(prod.deployment_key().as_str()));
+        assert_eq!(
+            deployment_of(&prod.secret_key(path)),
+            Some(prod.deployment_key().as_str())
+        );
         assert_ne!(prod.secret_key(path), prod.secret_key("dynatrace/app2"));
         // Secrets Manager: the same secret name in two accounts or Regions differs
         let other_account = ARN.replace("111122223333", "444455556666");
@@ -294,7 +303,10 @@ mod tests {
         assert_ne!(secret_key_sm(ARN), secret_key_sm(&other_account));
         assert_ne!(secret_key_sm(ARN), secret_key_sm(&other_region));
         assert_ne!(deployment_key_sm(ARN), deployment_key_sm(&other_account));
-        assert_eq!(deployment_of(&secret_key_sm(ARN)), Some(deployment_key_sm(ARN).as_str()));
+        assert_eq!(
+            deployment_of(&secret_key_sm(ARN)),
+            Some(deployment_key_sm(ARN).as_str())
+        );
         let [current, legacy] = secret_keys_sm(ARN);
         assert_eq!(current, secret_key_sm(ARN));
         assert_eq!(legacy.len(), 10);
@@ -318,9 +330,15 @@ mod tests {
         let n = disabled_name("ci token", d, Some("abc"));
         assert_eq!(n, "ci token [dtr:abc:revoked] [disabled 2026-11-28]");
         assert_eq!(owner_key(&n), Some("abc"));
-        assert!(!is_minted(&n), "an original the rotator revoked was not minted by it");
+        assert!(
+            !is_minted(&n),
+            "an original the rotator revoked was not minted by it"
+        );
         assert_eq!(disabled_on(&n), Some(d));
         assert_eq!(base_name(&n), "ci token");
-        assert_eq!(disabled_name("ci token", d, None), "ci token [disabled 2026-11-28]");
+        assert_eq!(
+            disabled_name("ci token", d, None),
+            "ci token [disabled 2026-11-28]"
+        );
     }
 }

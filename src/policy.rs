@@ -100,9 +100,80 @@ pub fn expiry(
         .ok()
 }
 
+/// What is known of a stored token's expiry when deciding whether it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Known: `None` = never expires.
+    Known(Option<Timestamp>),
+    /// Not recorded (`expiresAt` absent in a document the rotator may not have written, or
+    /// unparseable): a lookup tells.
+    Unknown,
+}
+
+/// Whether a Vault secret is due (docs/design.md §3): `Ok(())` when it is, `Err(reason)` to
+/// skip it, or `Err(None)` when only its expiry can tell (look the token up, then ask again
+/// with [`Expiry::Known`]). Due when `rotated_at` is absent, at least `interval_days` old, or
+/// when the token expires within `margin_days`.
+pub fn due(
+    now: Timestamp,
+    rotated_at: Option<Timestamp>,
+    expiry: Expiry,
+    interval_days: u32,
+    margin_days: u32,
+) -> Result<(), Option<String>> {
+    let Some(at) = rotated_at else {
+        return Ok(());
+    };
+    let age_days = (now.as_second() - at.as_second()) / 86_400;
+    if age_days >= i64::from(interval_days) {
+        return Ok(());
+    }
+    match expiry {
+        Expiry::Unknown => Err(None),
+        Expiry::Known(Some(exp))
+            if exp.as_second() - now.as_second() <= i64::from(margin_days) * 86_400 =>
+        {
+            Ok(())
+        }
+        Expiry::Known(_) => Err(Some(format!("rotated {age_days} days ago"))),
+    }
+}
+
+/// Today's date in UTC: the date written into the names of tokens the rotator disables.
+pub fn today() -> jiff::civil::Date {
+    jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::UTC)
+        .date()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn due_looks_at_age_and_expiry() {
+        let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+        let days = |d: i64| now + jiff::SignedDuration::from_hours(24 * d);
+        let never = Expiry::Known(None);
+        assert_eq!(due(now, None, never, 30, 7), Ok(()));
+        assert_eq!(due(now, Some(days(-30)), never, 30, 7), Ok(()));
+        assert_eq!(
+            due(now, Some(days(-3)), never, 30, 7),
+            Err(Some("rotated 3 days ago".into()))
+        );
+        // a 7-day token on a 30-day interval is due before it expires, not 23 days after
+        assert_eq!(
+            due(now, Some(days(-1)), Expiry::Known(Some(days(6))), 30, 7),
+            Ok(())
+        );
+        assert_eq!(
+            due(now, Some(days(-1)), Expiry::Known(Some(days(-2))), 30, 7),
+            Ok(())
+        );
+        assert!(due(now, Some(days(-1)), Expiry::Known(Some(days(8))), 30, 7).is_err());
+        assert_eq!(due(now, Some(days(-1)), Expiry::Unknown, 30, 7), Err(None));
+        assert_eq!(due(now, Some(days(-40)), Expiry::Unknown, 30, 7), Ok(()));
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

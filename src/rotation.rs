@@ -114,6 +114,14 @@ pub enum RotationError {
         /// Why.
         reason: String,
     },
+    /// The manager the secret needs could not be read or used.
+    #[error(
+        "no usable manager token for this secret's environment; unusable manager token(s): {detail}"
+    )]
+    ManagerUnusable {
+        /// Each unusable manager and why.
+        detail: String,
+    },
     /// Refusing to revoke the manager token itself.
     #[error(
         "token {0} is the manager token; the rotator never revokes the token it authenticates with"
@@ -134,6 +142,47 @@ pub fn dt(context: impl Into<String>) -> impl FnOnce(DtError) -> RotationError {
     move |source| RotationError::Dynatrace {
         context: context.into(),
         source,
+    }
+}
+
+/// The managers of a deployment, loaded per environment: the usable ones, and the configured
+/// ones that could not be read or used (with why), so that one broken manager fails only the
+/// secrets that need it.
+#[derive(Debug, Default)]
+pub struct ManagerSet {
+    /// Usable managers.
+    pub usable: Vec<Manager>,
+    /// `(source, reason)` of each configured manager that is unusable.
+    pub broken: Vec<(String, String)>,
+}
+
+impl ManagerSet {
+    /// The manager for a secret whose document names `doc_env`. When it is not among the
+    /// usable ones and a configured manager is broken, the error names the broken ones.
+    pub fn select(&self, doc_env: Option<&str>) -> Result<&Manager, RotationError> {
+        let configured = self.usable.len() + self.broken.len();
+        if self.broken.is_empty() {
+            return select_manager(&self.usable, doc_env);
+        }
+        let unusable = || RotationError::ManagerUnusable {
+            detail: self
+                .broken
+                .iter()
+                .map(|(source, reason)| format!("{source}: {reason}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        match doc_env {
+            Some(_) => match select_manager(&self.usable, doc_env) {
+                Ok(m) => Ok(m),
+                Err(RotationError::EnvironmentMismatch { .. } | RotationError::NoManager) => {
+                    Err(unusable())
+                }
+                Err(e) => Err(e),
+            },
+            None if configured == 1 => Err(unusable()),
+            None => Err(RotationError::AmbiguousEnvironment(configured)),
+        }
     }
 }
 
@@ -295,7 +344,11 @@ pub async fn mint(
         .create(&mgr.env, &mgr.token, &body, deadline)
         .await
     {
-        Ok(c) => (c, false),
+        // A create retried after a 5xx may have minted on the failed attempt, like a lost answer.
+        Ok(c) => {
+            let unclear = c.after_unclear_attempt;
+            (c, unclear)
+        }
         Err(e) if e.is_ambiguous() => {
             tracing::warn!(error = %e, marker = %marker.tag(), "the create call may have minted a token without answering; minting again");
             let c = dt_client
@@ -635,14 +688,14 @@ pub enum Attempt<T> {
 }
 
 /// Repeats the same idempotent write (`attempt`) until it answers definitively, with
-/// jittered exponential back-off, while `deadline` allows. `None`: still unclear when time
-/// ran out (the caller keeps its token marked). Safe only for writes that cannot land twice:
+/// jittered exponential back-off, while `deadline` allows. `Err` (the last reason): still
+/// unclear when time ran out (the caller keeps its token marked). Safe only for writes that cannot land twice:
 /// a Vault CAS write on one index, a `PutSecretValue` with one `ClientRequestToken` and value.
 pub async fn repeat_until_definitive<T, F, Fut>(
     what: &str,
     deadline: Deadline,
     mut attempt: F,
-) -> Option<T>
+) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Attempt<T>>,
@@ -658,14 +711,12 @@ where
     loop {
         tries += 1;
         match attempt().await {
-            Attempt::Definitive(t) => return Some(t),
+            Attempt::Definitive(t) => return Ok(t),
             Attempt::Unclear(why) => {
-                let wait = backoff
-                    .next()
-                    .unwrap_or(std::time::Duration::from_secs(2));
+                let wait = backoff.next().unwrap_or(std::time::Duration::from_secs(2));
                 if !deadline.allows(wait) {
                     tracing::warn!(what, tries, reason = %why, "the write's outcome is still unknown and time is up");
-                    return None;
+                    return Err(why);
                 }
                 tracing::warn!(what, tries, reason = %why, wait_ms = wait.as_millis() as u64, "the write's outcome is unknown; repeating the same write");
                 tokio::time::sleep(wait).await;

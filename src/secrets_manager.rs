@@ -1,4 +1,4 @@
-//! The Secrets Manager rotation protocol (DESIGN.md §4): `createSecret`, `setSecret`,
+//! The Secrets Manager rotation protocol (docs/design.md §4): `createSecret`, `setSecret`,
 //! `testSecret`, `finishSecret`, each idempotent because Secrets Manager retries whole
 //! rotations and steps may run twice or at the same time.
 
@@ -15,7 +15,9 @@ use crate::document::SecretDocument;
 use crate::dynatrace::Dynatrace;
 use crate::marker::{self, Marker};
 use crate::policy::RevokeOld;
-use crate::rotation::{self, Manager, RotationError, dt};
+use crate::rotation::{
+    self, Attempt, Candidate, Manager, ManagerSet, Proof, RotationError, Settlement, Stored, dt,
+};
 use crate::secret::RotationToken;
 
 const CURRENT: &str = "AWSCURRENT";
@@ -161,6 +163,21 @@ pub enum SmError {
         /// AWS's message.
         message: String,
     },
+    /// A write of the pending value kept failing without a definitive answer until time ran
+    /// out: the minted token is kept (marked) for the retry or the sweep to settle.
+    #[error(
+        "secret {secret}: storing the pending value of version {version} (token {token_id}) has no definitive answer yet: {detail}; Secrets Manager retries the rotation, which settles it"
+    )]
+    StoreOutcomeUnknown {
+        /// The secret.
+        secret: String,
+        /// The version.
+        version: String,
+        /// The minted token, kept.
+        token_id: String,
+        /// The last failure.
+        detail: String,
+    },
     /// The rotation of the token failed.
     #[error("secret {secret}: {source}")]
     Rotation {
@@ -235,23 +252,29 @@ async fn get_document(
     }
 }
 
-/// Reads and validates every manager document of `DT_MANAGER_SECRET_IDS`.
-pub async fn load_managers(ctx: &SmContext<'_>) -> Result<Vec<Manager>, SmError> {
-    let mut managers = Vec::new();
+/// Reads every manager document of `DT_MANAGER_SECRET_IDS`, one by one: a manager that
+/// cannot be read or used is recorded with why, and fails only the secrets that need it.
+pub async fn load_managers(ctx: &SmContext<'_>) -> ManagerSet {
+    let mut set = ManagerSet::default();
     for id in &ctx.config.manager_secret_ids {
-        let unusable = |reason: String| SmError::ManagerUnusable {
-            id: id.clone(),
-            reason,
-        };
-        let text = get_value(ctx.sm, id, None, CURRENT)
-            .await
-            .map_err(|e| unusable(e.to_string()))?
-            .ok_or_else(|| unusable("it has no AWSCURRENT value".into()))?;
-        let doc =
-            SecretDocument::parse(text.expose_secret()).map_err(|e| unusable(e.to_string()))?;
-        managers.push(Manager::from_document(doc, id).map_err(|e| unusable(e.to_string()))?);
+        let loaded: Result<Manager, String> = async {
+            let text = get_value(ctx.sm, id, None, CURRENT)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "it has no AWSCURRENT value".to_owned())?;
+            let doc = SecretDocument::parse(text.expose_secret()).map_err(|e| e.to_string())?;
+            Manager::from_document(doc, id).map_err(|e| e.to_string())
+        }
+        .await;
+        match loaded {
+            Ok(m) => set.usable.push(m),
+            Err(reason) => {
+                tracing::error!(manager_secret = %id, reason = %reason, "manager token secret is unusable; secrets of its environment fail until it is repaired");
+                set.broken.push((id.clone(), reason));
+            }
+        }
     }
-    Ok(managers)
+    set
 }
 
 /// The secret's state as `DescribeSecret` reports it.
@@ -274,7 +297,7 @@ impl Described {
     }
 }
 
-/// Runs one step, with the entry checks of DESIGN.md §4 first.
+/// Runs one step, with the entry checks of docs/design.md §4 first.
 pub async fn run_step(
     ctx: &SmContext<'_>,
     req: &StepRequest,
@@ -316,7 +339,7 @@ pub async fn run_step(
             report.revoked = finish_after_move(ctx, req, &described, deadline).await?;
         }
         if let Ok(Some(doc)) = get_document(ctx.sm, secret, Some(version), CURRENT).await {
-            report.token_id = doc.known_token_id();
+            report.token_id = doc.token_id_hint();
         }
         return Ok(report);
     }
@@ -326,7 +349,7 @@ pub async fn run_step(
             version: version.to_owned(),
         });
     }
-    let managers = load_managers(ctx).await?;
+    let managers = load_managers(ctx).await;
     let rot = |source: RotationError| SmError::Rotation {
         secret: secret.to_owned(),
         source,
@@ -343,10 +366,11 @@ pub async fn run_step(
         Step::Create => {
             if let Some(p) = pending {
                 report.status = "already-created";
-                report.token_id = p.known_token_id();
+                report.token_id = p.token_id_hint();
                 return Ok(report);
             }
-            let mgr = rotation::select_manager(&managers, current.environment_url.as_deref())
+            let mgr = managers
+                .select(current.environment_url.as_deref())
                 .map_err(rot)?;
             report.token_id = Some(create(ctx, req, &described, mgr, &current, deadline).await?);
             report.status = "created";
@@ -356,13 +380,15 @@ pub async fn run_step(
                 secret: secret.to_owned(),
                 version: version.to_owned(),
             })?;
-            let mgr = rotation::select_manager(&managers, pending.environment_url.as_deref())
+            let mgr = managers
+                .select(pending.environment_url.as_deref())
                 .map_err(rot)?;
             report.token_id = Some(set(ctx, req, mgr, &current, &pending, deadline).await?);
             report.status = "set";
         }
         Step::Test => {
-            let mgr = rotation::select_manager(&managers, current.environment_url.as_deref())
+            let mgr = managers
+                .select(current.environment_url.as_deref())
                 .map_err(rot)?;
             match pending {
                 Some(p) => {
@@ -370,12 +396,11 @@ pub async fn run_step(
                         .await
                         .map_err(rot)?;
                     let expected = rotation::intended_scopes(ctx.config, &facts).map_err(rot)?;
-                    let pmgr = rotation::select_manager(&managers, p.environment_url.as_deref())
-                        .map_err(rot)?;
+                    let pmgr = managers.select(p.environment_url.as_deref()).map_err(rot)?;
                     rotation::prove(ctx.dt, &pmgr.env, &p.token, &expected, deadline)
                         .await
                         .map_err(rot)?;
-                    report.token_id = p.known_token_id();
+                    report.token_id = p.token_id_hint();
                     report.status = "tested";
                 }
                 None => {
@@ -387,7 +412,7 @@ pub async fn run_step(
                     rotation::prove_current(ctx.dt, &mgr.env, &current.token, deadline)
                         .await
                         .map_err(rot)?;
-                    report.token_id = current.known_token_id();
+                    report.token_id = current.token_id_hint();
                     report.status = "configuration-ok";
                 }
             }
@@ -397,7 +422,8 @@ pub async fn run_step(
                 secret: secret.to_owned(),
                 version: version.to_owned(),
             })?;
-            let mgr = rotation::select_manager(&managers, pending.environment_url.as_deref())
+            let mgr = managers
+                .select(pending.environment_url.as_deref())
                 .map_err(rot)?;
             let (new_id, revoked) =
                 finish(ctx, req, &described, mgr, &current, &pending, deadline).await?;
@@ -409,8 +435,30 @@ pub async fn run_step(
     Ok(report)
 }
 
-/// `createSecret`: steps 1–3 of §3, then `PutSecretValue` under AWSPENDING. Returns the id
-/// of the token stored as pending.
+/// Whether a Secrets Manager failure leaves the outcome of the call unknown (timeout, lost
+/// answer, throttling, 5xx), so the same idempotent call must be repeated to learn it.
+fn unclear<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
+    e: &aws_sdk_secretsmanager::error::SdkError<E, R>,
+) -> bool {
+    use aws_sdk_secretsmanager::error::SdkError;
+    match e {
+        SdkError::ServiceError(_) => matches!(
+            e.code(),
+            Some(
+                "ThrottlingException"
+                    | "InternalServiceError"
+                    | "InternalFailure"
+                    | "ServiceUnavailable"
+                    | "RequestTimeout"
+            )
+        ),
+        _ => true,
+    }
+}
+
+/// `createSecret`: steps 1–3 of docs/design.md §3, then `PutSecretValue` under AWSPENDING,
+/// repeated with the same `ClientRequestToken` and value until Secrets Manager answers
+/// definitively. Returns the id of the token stored as pending.
 async fn create(
     ctx: &SmContext<'_>,
     req: &StepRequest,
@@ -439,61 +487,89 @@ async fn create(
         rotation::discard(ctx.dt, mgr, &created.id, deadline).await;
         return Err(rot(e));
     }
+    let expires = created
+        .expiration_date
+        .as_deref()
+        .and_then(|d| d.parse().ok());
     let doc = current.rotated(
         created.token.clone(),
         &created.id,
         &facts.id,
+        expires,
         jiff::Timestamp::now(),
     );
-    let put = ctx
-        .sm
-        .put_secret_value()
-        .secret_id(secret)
-        .client_request_token(version)
-        .secret_string(doc.render().expose_secret())
-        .version_stages(PENDING)
-        .set_rotation_token(req.rotation_token.as_ref().map(|t| t.expose().to_owned()))
-        .send()
-        .await;
-    // Whatever the answer, what is stored now decides: ours, another run's, or nothing.
-    let stored = get_document(ctx.sm, secret, Some(version), PENDING).await;
-    let stored_id = match &stored {
-        Ok(Some(d)) if !d.token.same_as(&current.token) => d.known_token_id(),
-        _ => None,
-    };
-    match (put, stored_id) {
-        (_, Some(id)) if id == created.id => {
-            tracing::info!(secret, version, token_id = %id, "stored the new token as AWSPENDING");
-        }
-        (_, Some(other)) => {
-            tracing::info!(secret, version, token_id = %other, "another run stored its token first; discarding ours");
-            rotation::discard(ctx.dt, mgr, &created.id, deadline).await;
-            return Ok(other);
-        }
-        (Err(e), None) => {
-            if stored.is_ok() {
-                // Nothing stored: our token must not survive.
-                rotation::discard(ctx.dt, mgr, &created.id, deadline).await;
+    let body = doc.render();
+    let answer = rotation::repeat_until_definitive("PutSecretValue", deadline, || {
+        let put = ctx
+            .sm
+            .put_secret_value()
+            .secret_id(secret)
+            .client_request_token(version)
+            .secret_string(body.expose_secret())
+            .version_stages(PENDING)
+            .set_rotation_token(req.rotation_token.as_ref().map(|t| t.expose().to_owned()))
+            .send();
+        async move {
+            match put.await {
+                Ok(_) => Attempt::Definitive(Ok(())),
+                Err(e) if unclear(&e) => {
+                    Attempt::Unclear(aws_err("PutSecretValue", secret)(e).to_string())
+                }
+                Err(e) => Attempt::Definitive(Err(aws_err("PutSecretValue", secret)(e))),
             }
-            return Err(aws_err("PutSecretValue", secret)(e));
         }
-        (Ok(_), None) => {
-            tracing::warn!(
-                secret,
-                version,
-                "the pending value could not be read back yet; keeping the token just stored"
-            );
+    })
+    .await;
+    // What is stored now decides, read after the write settled: ours, another run's, nothing.
+    let read = get_document(ctx.sm, secret, Some(version), PENDING).await;
+    let stored = match (&answer, &read) {
+        (_, Ok(Some(d))) if d.token.same_as(&created.token) => Stored::Ours,
+        (_, Ok(Some(d))) if !d.token.same_as(&current.token) => Stored::Theirs(d.token_id_hint()),
+        // A definitive success whose read-back missed (Secrets Manager may lag).
+        (Ok(Ok(())), _) => Stored::Ours,
+        (Ok(Err(_)), _) => Stored::Nothing,
+        (Err(_), _) => Stored::Unknown,
+    };
+    match (rotation::settle(&stored), stored, answer) {
+        (Settlement::Keep, _, _) => {
+            tracing::info!(secret, version, token_id = %created.id, "stored the new token as AWSPENDING");
+        }
+        (Settlement::Discard, Stored::Theirs(other), _) => {
+            tracing::info!(secret, version, token_id = ?other, "another run stored its token first; discarding ours");
+            rotation::discard(ctx.dt, mgr, &created.id, deadline).await;
+            return Ok(other.unwrap_or_else(|| "<unknown>".into()));
+        }
+        (Settlement::Discard, _, answer) => {
+            rotation::discard(ctx.dt, mgr, &created.id, deadline).await;
+            return Err(match answer {
+                Ok(Err(e)) => e,
+                _ => SmError::PendingMissing {
+                    secret: secret.to_owned(),
+                    version: version.to_owned(),
+                },
+            });
+        }
+        (Settlement::LeaveMarked, _, answer) => {
+            tracing::warn!(secret, version, token_id = %created.id, "the pending value's store is still unknown; keeping the minted token (marked) for the retry or the sweep");
+            return Err(SmError::StoreOutcomeUnknown {
+                secret: secret.to_owned(),
+                version: version.to_owned(),
+                token_id: created.id.clone(),
+                detail: answer.err().unwrap_or_default(),
+            });
         }
     }
-    // Tokens earlier, interrupted attempts of this rotation minted can never be stored.
-    rotation::delete_marked(ctx.dt, mgr, &marker, &[&created.id], deadline)
-        .await
-        .map_err(rot)?;
+    // Tokens earlier, interrupted attempts of this rotation minted can never be stored now
+    // that this version holds ours (Secrets Manager refuses another value for it).
+    if let Err(e) = rotation::delete_marked(ctx.dt, mgr, &marker, &[&created.id], deadline).await {
+        tracing::warn!(secret, version, error = %e, "could not remove what an earlier attempt of this rotation minted; the sweep will");
+    }
     Ok(created.id)
 }
 
 /// `setSecret`: the value was chosen by Dynatrace at creation, so confirm the pending token
-/// exists, is enabled and holds the intended scopes; repair what can be repaired.
+/// exists, is enabled and holds the intended scopes; repair what can be repaired. The token
+/// repaired is the one the pending value looks up to, never one a field names.
 async fn set(
     ctx: &SmContext<'_>,
     req: &StepRequest,
@@ -507,21 +583,19 @@ async fn set(
         secret: secret.to_owned(),
         source,
     };
-    let id = rotation::token_id_of(ctx.dt, mgr, pending, deadline)
-        .await
-        .map_err(rot)?;
-    let vanished = |id: String| SmError::PendingTokenVanished {
-        secret: secret.to_owned(),
-        version: req.client_request_token.clone(),
-        token_id: id,
-    };
-    let id = id.ok_or_else(|| vanished("<unknown>".into()))?;
     let token = ctx
         .dt
-        .get(&mgr.env, &mgr.token, &id, deadline)
+        .lookup(&mgr.env, &mgr.token, &pending.token, deadline)
         .await
-        .map_err(|e| rot(dt(format!("reading pending token {id}"))(e)))?
-        .ok_or_else(|| vanished(id.clone()))?;
+        .map_err(|e| rot(dt("looking up the pending token by its value")(e)))?
+        .ok_or_else(|| SmError::PendingTokenVanished {
+            secret: secret.to_owned(),
+            version: req.client_request_token.clone(),
+            token_id: pending
+                .token_id_hint()
+                .unwrap_or_else(|| "<unknown>".into()),
+        })?;
+    let id = token.id_str().to_owned();
     let facts = rotation::inspect(ctx.dt, mgr, &current.token, deadline)
         .await
         .map_err(rot)?;
@@ -541,6 +615,47 @@ async fn set(
             .map_err(|e| rot(dt(format!("repairing pending token {id}"))(e)))?;
     }
     Ok(id)
+}
+
+/// The token under AWSPREVIOUS as a revocation candidate: proven when its value looks up to
+/// an id, unproven (only its hint) when Dynatrace does not know the value. A failure to read
+/// AWSPREVIOUS fails the step (Secrets Manager retries it): skipping it would keep the old
+/// token alive for ever, and it carries no marker the sweep could find it by.
+async fn previous_candidate(
+    ctx: &SmContext<'_>,
+    secret: &str,
+    mgr: &Manager,
+    deadline: Deadline,
+) -> Result<Option<Candidate>, SmError> {
+    let Some(prev) = get_document(ctx.sm, secret, None, PREVIOUS).await? else {
+        return Ok(None);
+    };
+    proven_candidate(ctx, secret, mgr, &prev, deadline)
+        .await
+        .map(Some)
+}
+
+/// `doc`'s token as a candidate: by value when Dynatrace knows the value, else unproven.
+async fn proven_candidate(
+    ctx: &SmContext<'_>,
+    secret: &str,
+    mgr: &Manager,
+    doc: &SecretDocument,
+    deadline: Deadline,
+) -> Result<Candidate, SmError> {
+    match rotation::proven_id(ctx.dt, mgr, &doc.token, deadline)
+        .await
+        .map_err(|source| SmError::Rotation {
+            secret: secret.to_owned(),
+            source,
+        })? {
+        Some(id) => Ok(Candidate::new(id, Proof::ByValue)),
+        None => Ok(Candidate::new(
+            doc.token_id_hint()
+                .unwrap_or_else(|| "<legacy token>".into()),
+            Proof::Unproven,
+        )),
+    }
 }
 
 /// `finishSecret` before the label move: revoke per policy, clean up, then move
@@ -571,11 +686,11 @@ async fn finish(
     let cur_id = rotation::token_id_of(ctx.dt, mgr, current, deadline)
         .await
         .map_err(rot)?;
-    let prev_id = match get_document(ctx.sm, secret, None, PREVIOUS).await {
-        Ok(Some(prev)) => rotation::token_id_of(ctx.dt, mgr, &prev, deadline)
-            .await
-            .map_err(rot)?,
-        _ => None,
+    let previous = match ctx.config.revoke_old {
+        RevokeOld::Never => None,
+        RevokeOld::NextRotation | RevokeOld::Immediately => {
+            previous_candidate(ctx, secret, mgr, deadline).await?
+        }
     };
     // Before the move nothing a label will still reference is revoked: the current token
     // stays live until AWSCURRENT has moved (even under `immediately`, so a failed move never
@@ -584,14 +699,10 @@ async fn finish(
         .into_iter()
         .flatten()
         .collect();
-    let mut targets: Vec<String> = match ctx.config.revoke_old {
-        RevokeOld::Never => vec![],
-        RevokeOld::NextRotation | RevokeOld::Immediately => prev_id.into_iter().collect(),
-    };
-    targets.retain(|t| !keep.contains(t));
-    let mut revoked = revoke_all(ctx, mgr, described, version, &targets, &keep, deadline)
+    let mut revoked = revoke_proven(ctx, mgr, described, previous.as_slice(), &keep, deadline)
         .await
         .map_err(rot)?;
+    revoked.extend(clean_orphans(ctx, mgr, described, version, &keep, &revoked, deadline).await);
     let mut call = ctx
         .sm
         .update_secret_version_stage()
@@ -608,10 +719,10 @@ async fn finish(
     if ctx.config.revoke_old == RevokeOld::Immediately {
         // A failure here is retried: a re-run finishSecret finds the version current and
         // revokes AWSPREVIOUS (see `finish_after_move`).
-        let now_previous: Vec<String> = cur_id.iter().filter(|c| **c != new_id).cloned().collect();
+        let old_current = proven_candidate(ctx, secret, mgr, current, deadline).await?;
         let keep = BTreeSet::from([new_id.clone()]);
         revoked.extend(
-            revoke_all(ctx, mgr, described, version, &now_previous, &keep, deadline)
+            revoke_proven(ctx, mgr, described, &[old_current], &keep, deadline)
                 .await
                 .map_err(rot)?,
         );
@@ -624,40 +735,60 @@ async fn finish(
     Ok((new_id, revoked))
 }
 
-/// Revokes `targets` and the tokens minted for this secret that no label will reference
-/// (`keep` = what stays referenced). Under `DT_REVOKE_OLD=never` only the orphans of this
-/// very rotation go.
-async fn revoke_all(
+/// Revokes the proven `candidates` not in `keep` (unproven ones are left, with a warning
+/// naming the secret and the id). A failure fails the step: the policy's revocation happens
+/// before the label move, and a re-run redoes it.
+async fn revoke_proven(
     ctx: &SmContext<'_>,
     mgr: &Manager,
     described: &Described,
-    version: &str,
-    targets: &[String],
+    candidates: &[Candidate],
     keep: &BTreeSet<String>,
     deadline: Deadline,
 ) -> Result<Vec<String>, RotationError> {
-    let today = jiff::Zoned::now()
-        .with_time_zone(jiff::tz::TimeZone::UTC)
-        .date();
-    let mut revoked = Vec::new();
+    let today = crate::policy::today();
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     let manager_id = mgr.token.derived_id();
-    for id in targets {
-        if manager_id.as_deref() == Some(id.as_str()) {
-            tracing::warn!(token_id = %id, "not revoking the manager token");
-            continue;
-        }
+    let managers: Vec<&str> = manager_id.iter().map(String::as_str).collect();
+    let targets = rotation::revocation_targets(candidates, &keep, &managers);
+    for id in &targets.unproven {
+        tracing::warn!(secret = %described.arn, token_id = %id, "not revoking the old token: no stored value of this secret looks up to it and it carries no marker of this secret (edited or forged value?)");
+    }
+    let owner = marker::secret_key_sm(&described.arn);
+    let mut revoked = Vec::new();
+    for id in targets.revoke {
         rotation::revoke(
             ctx.dt,
             mgr,
-            id,
+            &id,
+            Some(&owner),
             ctx.config.old_token_action,
             today,
             deadline,
         )
         .await?;
-        revoked.push(id.clone());
+        revoked.push(id);
     }
-    let secret_key = Marker::secret_key_sm(&described.arn);
+    Ok(revoked)
+}
+
+/// Revokes the tokens minted for this secret (its marker) that no label will reference
+/// (`keep`) and no other pending rotation may still store. Under `DT_REVOKE_OLD=never` only
+/// the orphans of this very rotation go. Best effort: a failure (the tenant-wide listing, one
+/// unrelated token) is a warning, retried by the next finish or the sweep; it never keeps
+/// AWSCURRENT from moving.
+async fn clean_orphans(
+    ctx: &SmContext<'_>,
+    mgr: &Manager,
+    described: &Described,
+    version: &str,
+    keep: &BTreeSet<String>,
+    already: &[String],
+    deadline: Deadline,
+) -> Vec<String> {
+    let today = crate::policy::today();
+    let keys = marker::secret_keys_sm(&described.arn);
+    let key_refs = [keys[0].as_str(), keys[1].as_str()];
     let this_rotation = Marker::secrets_manager(&described.arn, version).tag();
     let pending_elsewhere: Vec<&str> = described
         .stages
@@ -665,31 +796,48 @@ async fn revoke_all(
         .filter(|v| *v != version && described.has(v, PENDING))
         .map(String::as_str)
         .collect();
-    for t in rotation::minted_for_secret(ctx.dt, mgr, &secret_key, deadline).await? {
+    let tokens = match rotation::minted_for_secret(ctx.dt, mgr, &key_refs, deadline).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(secret = %described.arn, error = %e, "could not list this secret's minted tokens; the sweep cleans up");
+            return Vec::new();
+        }
+    };
+    let manager_id = mgr.token.derived_id();
+    let mut revoked = Vec::new();
+    for t in tokens {
         let id = t.id_str().to_owned();
         let name = t.name_str();
         let ours = name.contains(&this_rotation);
         let other_pending = pending_elsewhere
             .iter()
             .any(|v| name.contains(&Marker::secrets_manager(&described.arn, v).tag()));
-        let orphan = !keep.contains(&id)
+        let orphan = marker::is_minted(name)
+            && !keep.contains(&id)
             && !other_pending
             && t.is_enabled()
-            && marker::disabled_on(name).is_none();
-        if orphan && (ours || ctx.config.revoke_old != RevokeOld::Never) && !revoked.contains(&id) {
-            rotation::revoke(
+            && marker::disabled_on(name).is_none()
+            && manager_id.as_deref() != Some(id.as_str());
+        if orphan && (ours || ctx.config.revoke_old != RevokeOld::Never) && !already.contains(&id) {
+            match rotation::revoke(
                 ctx.dt,
                 mgr,
                 &id,
+                None,
                 ctx.config.old_token_action,
                 today,
                 deadline,
             )
-            .await?;
-            revoked.push(id);
+            .await
+            {
+                Ok(_) => revoked.push(id),
+                Err(e) => {
+                    tracing::warn!(secret = %described.arn, token_id = %id, error = %e, "could not revoke an unreferenced minted token; the sweep retries")
+                }
+            }
         }
     }
-    Ok(revoked)
+    revoked
 }
 
 /// A re-run `finishSecret` after the label move: remove a leftover AWSPENDING and redo the
@@ -712,33 +860,38 @@ async fn finish_after_move(
     let current = get_document(ctx.sm, secret, None, CURRENT)
         .await?
         .ok_or_else(|| SmError::NoCurrentValue(secret.to_owned()))?;
-    let managers = load_managers(ctx).await?;
-    let mgr =
-        rotation::select_manager(&managers, current.environment_url.as_deref()).map_err(rot)?;
+    let managers = load_managers(ctx).await;
+    let mgr = managers
+        .select(current.environment_url.as_deref())
+        .map_err(rot)?;
     let mut keep = BTreeSet::new();
     keep.extend(
         rotation::token_id_of(ctx.dt, mgr, &current, deadline)
             .await
             .map_err(rot)?,
     );
-    let previous = match get_document(ctx.sm, secret, None, PREVIOUS).await {
-        Ok(Some(prev)) => rotation::token_id_of(ctx.dt, mgr, &prev, deadline)
-            .await
-            .map_err(rot)?,
-        _ => None,
-    };
     // `immediately`: the token now under AWSPREVIOUS goes (its revocation may have failed
     // after the move); otherwise it stays for the overlap.
-    let targets: Vec<String> = match ctx.config.revoke_old {
-        RevokeOld::Immediately => previous.into_iter().filter(|p| !keep.contains(p)).collect(),
-        _ => {
-            keep.extend(previous);
-            Vec::new()
+    let mut candidates = Vec::new();
+    match ctx.config.revoke_old {
+        RevokeOld::Immediately => {
+            candidates.extend(previous_candidate(ctx, secret, mgr, deadline).await?);
         }
-    };
-    revoke_all(ctx, mgr, described, version, &targets, &keep, deadline)
+        _ => {
+            if let Some(prev) = get_document(ctx.sm, secret, None, PREVIOUS).await? {
+                keep.extend(
+                    rotation::token_id_of(ctx.dt, mgr, &prev, deadline)
+                        .await
+                        .map_err(rot)?,
+                );
+            }
+        }
+    }
+    let mut revoked = revoke_proven(ctx, mgr, described, &candidates, &keep, deadline)
         .await
-        .map_err(rot)
+        .map_err(rot)?;
+    revoked.extend(clean_orphans(ctx, mgr, described, version, &keep, &revoked, deadline).await);
+    Ok(revoked)
 }
 
 async fn remove_pending(ctx: &SmContext<'_>, secret: &str, version: &str) -> Result<(), SmError> {

@@ -1,4 +1,4 @@
-//! The `sweep` invocation (DESIGN.md §3.6, §6): cleans up after rotations.
+//! The `sweep` invocation (docs/design.md §3, §6): cleans up after rotations.
 //!
 //! For each environment of a configured manager token (Secrets Manager managers of
 //! `DT_MANAGER_SECRET_IDS` and the Vault manager at `VAULT_MANAGER_PATH`, one pass per
@@ -163,12 +163,14 @@ pub(crate) async fn load_managers(deps: &Deps, deadline: Deadline) -> Managers {
             sm: &deps.secrets_manager,
             dt: &deps.dynatrace,
         };
-        match secrets_manager::load_managers(&ctx).await {
-            Ok(m) => all.extend(m),
-            Err(e) => {
-                errors.push(Problem::new("DT_MANAGER_SECRET_IDS", e));
-                incomplete = true;
-            }
+        let set = secrets_manager::load_managers(&ctx).await;
+        all.extend(set.usable);
+        for (id, reason) in set.broken {
+            errors.push(Problem::new(
+                id,
+                format!("manager token secret is unusable: {reason}"),
+            ));
+            incomplete = true;
         }
     }
     if let Some(backend) = &deps.vault {
@@ -250,7 +252,7 @@ pub(crate) fn no_managers(deps: &Deps, managers: &Managers) -> SweepError {
 
 /// What the stores reference.
 #[derive(Default)]
-struct References {
+pub(crate) struct References {
     /// Every referenced token id (ids are unique across environments).
     ids: BTreeSet<String>,
     /// Environments whose references are incomplete: nothing is changed there.
@@ -266,7 +268,12 @@ struct References {
     /// another deployment sharing the tenant) may be that secret's current token: never
     /// disabled.
     known_keys: BTreeSet<String>,
-    errors: Vec<Problem>,
+    /// Deployment parts of this deployment's keys (see [`marker::deployment_of`]): a live
+    /// minted token under one of them whose secret this sweep did not read is an orphan of a
+    /// deleted secret (audit `orphanedMinted`).
+    deployments: BTreeSet<String>,
+    /// What could not be read, and its consequence.
+    pub(crate) errors: Vec<Problem>,
 }
 
 impl References {
@@ -280,7 +287,8 @@ impl References {
         self.errors.push(problem);
     }
 
-    fn is_tainted(&self, env: &EnvironmentUrl) -> bool {
+    /// Whether the references of `env` are incomplete (nothing may change there).
+    pub(crate) fn is_tainted(&self, env: &EnvironmentUrl) -> bool {
         self.taint_all || self.tainted.contains(&env.to_string())
     }
 }
@@ -303,23 +311,7 @@ pub async fn run(
     if managers.by_env.is_empty() {
         return Err(no_managers(deps, &managers));
     }
-    let mut refs = References {
-        errors: managers.errors.clone(),
-        ..References::default()
-    };
-    if managers.incomplete {
-        refs.taint_all = true;
-        refs.errors.push(Problem::new(
-            "managers",
-            "a configured manager token could not be read, so its id is unknown: nothing is disabled or deleted",
-        ));
-    }
-    if !deps.config.manager_secret_ids.is_empty() {
-        collect_secrets_manager(deps, &managers, &mut refs, deadline).await;
-    }
-    if let (Some(backend), Some((kv, vmgr))) = (&deps.vault, &managers.vault) {
-        collect_vault(deps, backend, kv, vmgr, &mut refs, deadline).await;
-    }
+    let refs = collect_references(deps, &managers, deadline).await;
     let mut summary = SweepSummary {
         action: "sweep",
         dry_run,
@@ -339,7 +331,7 @@ pub async fn run(
         )
         .await;
     }
-    let mut errors = refs.errors;
+    let mut errors = refs.errors.clone();
     errors.append(&mut summary.errors);
     summary.errors = errors;
     tracing::info!(
@@ -351,6 +343,56 @@ pub async fn run(
         "sweep done"
     );
     Ok(summary)
+}
+
+/// Reads every store the deployment covers and collects what it references (shared by the
+/// sweep and the audit).
+pub(crate) async fn collect_references(
+    deps: &Deps,
+    managers: &Managers,
+    deadline: Deadline,
+) -> References {
+    let mut refs = References {
+        errors: managers.errors.clone(),
+        ..References::default()
+    };
+    if managers.incomplete {
+        refs.taint_all = true;
+        refs.errors.push(Problem::new(
+            "managers",
+            "a configured manager token could not be read, so its id is unknown: nothing is disabled or deleted",
+        ));
+    }
+    if !deps.config.manager_secret_ids.is_empty() {
+        collect_secrets_manager(deps, managers, &mut refs, deadline).await;
+    }
+    if let (Some(backend), Some((kv, vmgr))) = (&deps.vault, &managers.vault) {
+        refs.deployments.insert(backend.scope().deployment_key());
+        collect_vault(deps, backend, kv, vmgr, &mut refs, deadline).await;
+    }
+    refs
+}
+
+/// The live tokens minted under this deployment's marker for a secret it did not read (a
+/// deleted secret, a path outside the configured ones) and referenced by nothing: the sweep
+/// cannot attribute them, so a person decides (pure).
+pub(crate) fn orphaned_minted<'a>(
+    tokens: &'a [crate::dynatrace::ApiToken],
+    refs: &References,
+) -> Vec<&'a crate::dynatrace::ApiToken> {
+    tokens
+        .iter()
+        .filter(|t| {
+            let name = t.name_str();
+            t.is_enabled()
+                && marker::is_minted(name)
+                && !refs.ids.contains(t.id_str())
+                && marker::owner_key(name).is_some_and(|key| {
+                    !refs.known_keys.contains(key)
+                        && marker::deployment_of(key).is_some_and(|d| refs.deployments.contains(d))
+                })
+        })
+        .collect()
 }
 
 /// Whether `arn` (a `RotationLambdaARN`) names the function `name`, with or without a
@@ -430,8 +472,8 @@ async fn collect_secrets_manager(
         .collect()
         .await;
     for (id, f) in found {
-        refs.known_keys
-            .insert(crate::marker::Marker::secret_key_sm(&id));
+        refs.known_keys.extend(marker::secret_keys_sm(&id));
+        refs.deployments.insert(marker::deployment_key_sm(&id));
         refs.ids.extend(f.ids);
         if let Some((env, p)) = f.failure {
             refs.fail(env.as_ref(), p);
@@ -510,7 +552,7 @@ async fn document_ids(
     doc: &SecretDocument,
     deadline: Deadline,
 ) -> Result<Vec<String>, (Option<EnvironmentUrl>, String)> {
-    if let Some(id) = doc.known_token_id() {
+    if let Some(id) = doc.token_id_hint() {
         return Ok(vec![id]);
     }
     let mgr = match doc.environment_url.as_deref() {
@@ -582,20 +624,15 @@ async fn collect_vault(
         .buffer_unordered(deps.config.rotation_concurrency)
         .collect()
         .await;
-    let mount = deps
-        .vault
-        .as_ref()
-        .map(|b| b.config.kv_mount.clone())
-        .unwrap_or_else(|| "secret".into());
+    let scope = backend.scope();
     for (path, r) in found {
-        refs.known_keys
-            .insert(crate::marker::Marker::secret_key_vault(&mount, &path));
+        let key = scope.secret_key(&path);
+        refs.known_keys.insert(key.clone());
         match r {
             Ok((ids, latest)) => {
                 refs.ids.extend(ids);
                 if let Some(v) = latest {
-                    refs.vault_latest
-                        .insert(crate::marker::Marker::secret_key_vault(&mount, &path), v);
+                    refs.vault_latest.insert(key, v);
                 }
             }
             Err(why) => refs.fail(
@@ -622,13 +659,12 @@ async fn read_vault_path(
     let entry = match kv.read(path).await.map_err(|e| e.to_string())? {
         KvRead::Present(e) => e,
         KvRead::Missing => return Ok((Vec::new(), None)),
+        // A soft-deleted latest version (`delete_version_after`, a person) can be undeleted:
+        // what it references is unknown, so nothing changes in its environment.
         KvRead::Deleted { version } => {
-            tracing::info!(
-                path,
-                version,
-                "sweep: the latest version is deleted; it references nothing"
-            );
-            return Ok((Vec::new(), Some(version)));
+            return Err(format!(
+                "its latest version {version} is deleted, so the token it references is unknown (undelete or destroy it)"
+            ));
         }
     };
     let latest = Some(entry.version);
@@ -636,7 +672,7 @@ async fn read_vault_path(
         Ok(doc) => {
             let mut ids: Vec<String> = doc.previous_token_id.iter().cloned().collect();
             let mgr = &vmgr[0];
-            match doc.known_token_id() {
+            match doc.token_id_hint() {
                 Some(id) => ids.push(id),
                 None => ids.extend(
                     rotation::token_id_of(&deps.dynatrace, mgr, &doc, deadline)
@@ -697,10 +733,7 @@ fn superseded_vault_mint(name: &str, latest: &std::collections::BTreeMap<String,
     let Some((secret, rotation)) = marker::parse(name) else {
         return false;
     };
-    let Some(n) = rotation
-        .strip_prefix('v')
-        .and_then(|v| v.parse::<u64>().ok())
-    else {
+    let Some(n) = marker::vault_version(rotation) else {
         return false;
     };
     latest.get(secret).is_some_and(|l| n <= *l)
@@ -783,9 +816,7 @@ async fn sweep_environment(
     };
     let tainted = refs.is_tainted(&mgr.env);
     let now = Timestamp::now();
-    let today = jiff::Zoned::now()
-        .with_time_zone(jiff::tz::TimeZone::UTC)
-        .date();
+    let today = crate::policy::today();
     let days = deps.config.delete_disabled_after_days;
     for t in tokens {
         let id = t.id_str().to_owned();
@@ -805,11 +836,13 @@ async fn sweep_environment(
         {
             v = Verdict::Disable;
         }
-        if v == Verdict::Disable
-            && t.is_enabled()
-            && marker::parse(t.name_str()).is_some_and(|(key, _)| !refs.known_keys.contains(key))
+        // Only tokens this sweep attributes to a secret it read are changed: another
+        // deployment's tokens, a path outside the configured ones, a person's token that happens
+        // to carry the disabled suffix, legacy Vault keys (any deployment's) are left alone.
+        if matches!(v, Verdict::Disable | Verdict::Delete)
+            && !marker::owner_key(t.name_str()).is_some_and(|key| refs.known_keys.contains(key))
         {
-            tracing::info!(token_id = %id, "sweep: minted for a secret this sweep does not cover; kept");
+            tracing::info!(token_id = %id, "sweep: not attributable to a secret this sweep read; kept");
             v = Verdict::Keep;
         }
         if tainted && v != Verdict::NotOurs {
@@ -821,7 +854,8 @@ async fn sweep_environment(
             Verdict::Disable if summary.dry_run => summary.disabled.push(id),
             Verdict::Delete if summary.dry_run => summary.deleted.push(id),
             Verdict::Disable => {
-                match rotation::revoke(dt, mgr, &id, OldTokenAction::Disable, today, deadline).await
+                match rotation::revoke(dt, mgr, &id, None, OldTokenAction::Disable, today, deadline)
+                    .await
                 {
                     Ok(Revoked::Disabled) => {
                         tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled an unreferenced token");
@@ -855,17 +889,17 @@ mod tests {
 
     #[test]
     fn vault_mints_for_stored_versions_are_superseded() {
-        let key = crate::marker::Marker::secret_key_vault("secret", "dynatrace/app1");
+        let scope = marker::VaultScope::new("https://vault.example.com", None, "secret");
+        let key = scope.secret_key("dynatrace/app1");
         let latest = std::collections::BTreeMap::from([(key.clone(), 3u64)]);
-        let name =
-            |v: u64| crate::marker::Marker::vault("secret", "dynatrace/app1", v).name_for("app1");
+        let name = |v: u64| marker::Marker::vault(&scope, "dynatrace/app1", v).name_for("app1");
         assert!(superseded_vault_mint(&name(3), &latest));
         assert!(superseded_vault_mint(&name(2), &latest));
         assert!(
             !superseded_vault_mint(&name(4), &latest),
             "a rotation in progress mints latest + 1"
         );
-        let other = crate::marker::Marker::vault("secret", "dynatrace/app2", 1).name_for("x");
+        let other = marker::Marker::vault(&scope, "dynatrace/app2", 1).name_for("x");
         assert!(!superseded_vault_mint(&other, &latest));
         assert!(!superseded_vault_mint("plain name", &latest));
     }

@@ -145,7 +145,12 @@ async fn revoke_never_keeps_every_old_token() {
 
 #[tokio::test]
 async fn lifetime_policy_sets_the_expiry_and_events_are_posted() {
-    let w = World::new(&[("DT_TOKEN_LIFETIME_DAYS", "10"), ("DT_EVENTS", "on")]).await;
+    let w = World::new(&[
+        ("DT_TOKEN_LIFETIME_DAYS", "10"),
+        ("ROTATION_INTERVAL_DAYS", "3"),
+        ("DT_EVENTS", "on"),
+    ])
+    .await;
     let (secret, _) = w.app_secret(json!({})).await;
     w.rotate(&secret).await;
     let id = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();

@@ -56,6 +56,8 @@ struct Seeds {
     recent_disabled: Seeded,
     unrelated: Seeded,
     unrelated_disabled: Seeded,
+    /// A person's token that happens to carry the disabled suffix: no marker of ours.
+    foreign_disabled: Seeded,
 }
 
 fn seed(emu: &dynatrace_emulator::Emulator, marker_of: &Marker) -> Seeds {
@@ -75,22 +77,31 @@ fn seed(emu: &dynatrace_emulator::Emulator, marker_of: &Marker) -> Seeds {
             Timestamp::now() - SignedDuration::from_mins(10),
         ),
         old_disabled: tok(
-            marker::disabled_name("legacy app token", days_ago(30)),
+            marker::disabled_name(
+                "legacy app token",
+                days_ago(30),
+                Some(marker_of.secret_key()),
+            ),
             false,
             hours_ago(24 * 60),
         ),
         old_disabled_minted: tok(
-            marker::disabled_name(&minted_name, days_ago(8)),
+            marker::disabled_name(&minted_name, days_ago(8), None),
             false,
             hours_ago(24 * 40),
         ),
         recent_disabled: tok(
-            marker::disabled_name(&minted_name, days_ago(2)),
+            marker::disabled_name(&minted_name, days_ago(2), None),
             false,
             hours_ago(24 * 40),
         ),
         unrelated: tok("someone else's token".into(), true, hours_ago(24 * 10)),
         unrelated_disabled: tok("disabled by hand".into(), false, hours_ago(24 * 10)),
+        foreign_disabled: tok(
+            marker::disabled_name("ci pipeline token", days_ago(30), None),
+            false,
+            hours_ago(24 * 60),
+        ),
     }
 }
 
@@ -193,6 +204,10 @@ async fn secrets_manager_sweep_disables_orphans_deletes_expired_and_spares_the_r
     assert!(w.token(&s.unrelated.id).enabled);
     assert_eq!(w.token(&s.unrelated_disabled.id).name, "disabled by hand");
     assert!(
+        !w.emu.was_deleted(&s.foreign_disabled.id),
+        "a disabled token without our marker is not ours to delete"
+    );
+    assert!(
         w.token(&w.manager.id).enabled,
         "the manager is never touched"
     );
@@ -253,7 +268,7 @@ async fn vault_sweep_keeps_latest_and_previous_and_disables_orphans() {
     let previous = doc["previousTokenId"].as_str().unwrap().to_owned();
     assert!(!w.token(&original.id).enabled);
 
-    let s = seed(&w.emu, &Marker::vault("secret", &a, 99));
+    let s = seed(&w.emu, &Marker::vault(&w.scope(), &a, 99));
     let before = state(&w.emu);
     let dry = w
         .invoke(json!({"action": "sweep", "dryRun": true}))
@@ -278,6 +293,10 @@ async fn vault_sweep_keeps_latest_and_previous_and_disables_orphans() {
     }
     assert!(w.token(&s.young_orphan.id).enabled);
     assert!(w.token(&s.unrelated.id).enabled);
+    assert!(
+        !w.emu.was_deleted(&s.foreign_disabled.id),
+        "a disabled token without our marker is not ours to delete"
+    );
     // Every live minted token is referenced, except the young one (a rotation in progress).
     let (_, doc_b) = w.read(&b).await;
     let live: Vec<String> = w.live_minted().into_iter().map(|t| t.id).collect();
@@ -297,7 +316,7 @@ async fn unreadable_vault_paths_disable_and_delete_nothing_in_that_environment()
     w.deps.vault.as_mut().unwrap().config.rotate_prefix = Some(format!("{}/dynatrace/", w.root));
     let (a, _) = w.app("app1", json!({})).await;
     w.rotate(&[&a], true, false).await;
-    let s = seed(&w.emu, &Marker::vault("secret", &a, 99));
+    let s = seed(&w.emu, &Marker::vault(&w.scope(), &a, 99));
 
     // A token that reads the manager document only: listing and reading paths is refused.
     let policy = format!(
@@ -368,8 +387,8 @@ async fn tokens_minted_for_secrets_the_sweep_does_not_cover_are_kept() {
     w.deps.vault.as_mut().unwrap().config.rotate_prefix = Some(format!("{}/dynatrace/", w.root));
     let (a, _) = w.app("app1", json!({})).await;
     w.rotate(&[&a], true, false).await;
-    let foreign = seed(&w.emu, &Marker::vault("secret", "elsewhere/app9", 2));
-    let covered = seed(&w.emu, &Marker::vault("secret", &a, 99));
+    let foreign = seed(&w.emu, &Marker::vault(&w.scope(), "elsewhere/app9", 2));
+    let covered = seed(&w.emu, &Marker::vault(&w.scope(), &a, 99));
     let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
     assert_eq!(
         ids(&out, "disabled"),

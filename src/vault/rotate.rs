@@ -1,4 +1,4 @@
-//! The `rotate-vault` action (DESIGN.md §6): the function drives the whole rotation of
+//! The `rotate-vault` action (docs/design.md §6): the function drives the whole rotation of
 //! each listed KV v2 secret itself. Per path: read the document and its version, skip it
 //! when not due, rotate the token (shared steps of [`crate::rotation`]), write the new
 //! document with check-and-set on the version read, then revoke by policy. Paths run
@@ -17,9 +17,11 @@ use crate::deadline::Deadline;
 use crate::document::SecretDocument;
 use crate::dynatrace::{ApiToken, Dynatrace};
 use crate::event::VaultAction;
-use crate::marker::{self, Marker};
-use crate::policy::RevokeOld;
-use crate::rotation::{self, Manager, RotationError};
+use crate::marker::{self, Marker, VaultScope};
+use crate::policy::{self, Expiry, RevokeOld};
+use crate::rotation::{
+    self, Attempt, Candidate, Manager, Proof, RotationError, Settlement, Stored,
+};
 use crate::vault::{CasWrite, KvClient, KvRead, Session, VaultError, VaultSettings};
 
 /// The Vault side of the function, built once per execution environment (the session logs
@@ -54,6 +56,15 @@ impl VaultBackend {
             kv: KvClient::new(http, settings, Arc::new(session)),
             config: config.clone(),
         })
+    }
+
+    /// The marker scope of this deployment: server, namespace and mount.
+    pub fn scope(&self) -> VaultScope {
+        VaultScope::new(
+            self.config.addr.as_str(),
+            self.config.namespace.as_deref(),
+            &self.config.kv_mount,
+        )
     }
 }
 
@@ -105,7 +116,7 @@ impl PathResult {
     }
 }
 
-/// The JSON summary of a run (DESIGN.md §6).
+/// The JSON summary of a run (docs/design.md §6).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -181,7 +192,7 @@ struct Run<'a> {
     config: &'a Config,
     dt: &'a Dynatrace,
     kv: KvClient,
-    mount: String,
+    scope: VaultScope,
     manager: Manager,
     force: bool,
     dry_run: bool,
@@ -225,7 +236,7 @@ pub async fn run(
         config,
         dt,
         kv,
-        mount: backend.config.kv_mount.clone(),
+        scope: backend.scope(),
         manager,
         force: action.force,
         dry_run: action.dry_run,
@@ -360,21 +371,49 @@ impl Run<'_> {
             Ok(d) => d,
             Err(e) => return PathResult::failed(path, e),
         };
-        if !self.force
-            && let Some(at) = doc.rotated_at_time()
-        {
-            let age_days = (Timestamp::now().as_second() - at.as_second()) / 86_400;
-            if age_days < i64::from(self.config.rotation_interval_days) {
-                let mut r = PathResult::new(
-                    path,
-                    PathStatus::Skipped,
-                    Some(format!("rotated {age_days} days ago")),
-                );
-                r.token_id = doc.known_token_id();
-                return r;
+        let mut facts = None;
+        if !self.force {
+            let expiry = match doc.expires_at_time() {
+                Some(Some(at)) => Expiry::Known(Some(at)),
+                _ => Expiry::Unknown,
+            };
+            let due = |expiry| {
+                policy::due(
+                    Timestamp::now(),
+                    doc.rotated_at_time(),
+                    expiry,
+                    self.config.rotation_interval_days,
+                    self.config.rotation_expiry_margin_days,
+                )
+            };
+            let skip = |reason: String| {
+                let mut r = PathResult::new(path, PathStatus::Skipped, Some(reason));
+                r.token_id = doc.token_id_hint();
+                r
+            };
+            match due(expiry) {
+                Ok(()) => {}
+                Err(Some(reason)) => return skip(reason),
+                Err(None) => {
+                    // Recently rotated, expiry not recorded: only a lookup tells.
+                    let looked_up = async {
+                        let managers = std::slice::from_ref(&self.manager);
+                        let mgr =
+                            rotation::select_manager(managers, doc.environment_url.as_deref())?;
+                        rotation::inspect(self.dt, mgr, &doc.token, self.deadline).await
+                    }
+                    .await;
+                    match looked_up {
+                        Ok(f) => match due(Expiry::Known(f.expires)) {
+                            Ok(()) => facts = Some(f),
+                            Err(reason) => return skip(reason.unwrap_or_default()),
+                        },
+                        Err(e) => return PathResult::failed(path, e),
+                    }
+                }
             }
         }
-        match self.rotate_document(path, version, &doc).await {
+        match self.rotate_document(path, version, &doc, facts).await {
             Ok(r) => r,
             Err(e) => PathResult::failed(path, e),
         }
@@ -385,11 +424,15 @@ impl Run<'_> {
         path: &str,
         version: u64,
         doc: &SecretDocument,
+        facts: Option<rotation::TokenFacts>,
     ) -> Result<PathResult, RotationError> {
         let managers = std::slice::from_ref(&self.manager);
         let mgr = rotation::select_manager(managers, doc.environment_url.as_deref())?;
-        let facts = rotation::inspect(self.dt, mgr, &doc.token, self.deadline).await?;
-        let marker = Marker::vault(&self.mount, path, version + 1);
+        let facts = match facts {
+            Some(f) => f,
+            None => rotation::inspect(self.dt, mgr, &doc.token, self.deadline).await?,
+        };
+        let marker = Marker::vault(&self.scope, path, version + 1);
         let plan = rotation::plan(self.config, &facts, &marker, Timestamp::now())?;
         if self.dry_run {
             let mut r = PathResult::new(path, PathStatus::WouldRotate, None);
@@ -410,61 +453,51 @@ impl Run<'_> {
             rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
             return Err(e);
         }
+        let expires = created
+            .expiration_date
+            .as_deref()
+            .and_then(|d| d.parse().ok());
         let new_doc = doc.rotated(
             created.token.clone(),
             &created.id,
             &facts.id,
+            expires,
             Timestamp::now(),
         );
-        // Whatever the write answers, what is stored decides: a retried write whose first
-        // attempt landed answers "conflict", and a newer run may already have written on top
-        // of ours (our token is then its `previousTokenId`).
-        let outcome = self.kv.write_cas(path, &new_doc.to_map(), version).await;
-        let written = match outcome {
-            Ok(CasWrite::Written { version: written }) => Ok(written),
-            Ok(CasWrite::Conflict) => Err(None),
-            Err(e) => Err(Some(e)),
-        };
-        let written = match written {
-            Ok(written) => {
-                tracing::info!(path, version = written, token_id = %created.id, "stored the new token");
-                version + 1
+        let (stored, why) = self.write_settled(path, version, &new_doc, created).await;
+        match (rotation::settle(&stored), stored) {
+            (Settlement::Keep, _) => {
+                tracing::info!(path, version = version + 1, token_id = %created.id, "stored the new token");
             }
-            Err(error) => match self.stored_ours(path, created).await {
-                Some(true) => {
-                    tracing::warn!(path, token_id = %created.id, "the write answered with an error or a conflict but landed");
-                    version + 1
-                }
-                Some(false) => {
-                    rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
-                    return Ok(match error {
-                        None => {
-                            let mut r = PathResult::new(
-                                path,
-                                PathStatus::Skipped,
-                                Some("concurrent rotation".into()),
-                            );
-                            r.previous_token_id = Some(facts.id);
-                            r
-                        }
-                        Some(e) => {
-                            PathResult::failed(path, format!("storing the new token failed: {e}"))
-                        }
-                    });
-                }
-                None => {
-                    let why = error
-                        .map(|e| e.to_string())
-                        .unwrap_or_else(|| "check-and-set conflict".into());
-                    return Ok(PathResult::failed(
-                        path,
-                        format!(
-                            "storing the new token failed and its outcome is unknown (the next run or the sweep cleans up): {why}"
-                        ),
-                    ));
-                }
-            },
-        };
+            (Settlement::Discard, Stored::Theirs(other)) => {
+                rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
+                tracing::info!(path, token_id = ?other, "another run wrote this version first");
+                let mut r = PathResult::new(
+                    path,
+                    PathStatus::Skipped,
+                    Some("concurrent rotation".into()),
+                );
+                r.previous_token_id = Some(facts.id);
+                return Ok(r);
+            }
+            (Settlement::Discard, _) => {
+                rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
+                return Ok(PathResult::failed(
+                    path,
+                    format!("storing the new token failed: {why}"),
+                ));
+            }
+            (Settlement::LeaveMarked, _) => {
+                tracing::warn!(path, token_id = %created.id, "the write's outcome is still unknown; keeping the minted token (marked) for the next run or the sweep");
+                return Ok(PathResult::failed(
+                    path,
+                    format!(
+                        "storing the new token {} has no definitive answer (the token is kept; the next run or the sweep settles it): {why}",
+                        created.id
+                    ),
+                ));
+            }
+        }
         if minted.after_lost_answer {
             // The lost create may have minted a token whose value nobody has: it carries this
             // rotation's marker, and with version `written` stored no run can store it any more.
@@ -475,7 +508,7 @@ impl Run<'_> {
             }
         }
         let revoked = self
-            .revoke_old(mgr, path, written, doc, &facts.id, &created.id)
+            .revoke_old(mgr, path, version, doc, &facts.id, &created.id)
             .await;
         if let Err(e) = revoked {
             // The rotation itself succeeded; a failed revocation is retried by the next run/sweep.
@@ -493,116 +526,163 @@ impl Run<'_> {
         })
     }
 
-    /// `previousTokenId` of the document just replaced, when it really is this path's token
-    /// two generations old: the token stored in version `written - 2`, or one the rotator
-    /// minted for this path. A field anyone with write access can edit must not be able to
-    /// revoke an arbitrary token of the tenant.
-    async fn verified_previous(
+    /// Writes `new_doc` with check-and-set on `version` and settles the outcome: an unclear
+    /// answer repeats the same CAS write (only one write can ever win index `version`), then
+    /// version `version + 1` is read to learn whose token it holds. Returns what is stored and
+    /// the last failure, for messages.
+    async fn write_settled(
         &self,
         path: &str,
-        id: &str,
-        written: u64,
-        key: &str,
-    ) -> Option<String> {
-        let minted_here = self.snapshot.iter().any(|t| {
-            t.id.as_deref() == Some(id)
-                && marker::parse(t.name_str()).is_some_and(|(s, _)| s == key)
-        });
-        let stored_before = match written.checked_sub(2).filter(|v| *v > 0) {
-            Some(v) => match self.kv.read_version(path, v).await {
-                Ok(KvRead::Present(entry)) => SecretDocument::from_map(entry.data)
-                    .is_ok_and(|d| d.known_token_id().as_deref() == Some(id)),
-                _ => false,
-            },
-            None => false,
+        version: u64,
+        new_doc: &SecretDocument,
+        created: &crate::dynatrace::Created,
+    ) -> (Stored, String) {
+        let data = new_doc.to_map();
+        let answer =
+            rotation::repeat_until_definitive("Vault CAS write", self.deadline, || async {
+                match self.kv.write_cas(path, &data, version).await {
+                    Ok(CasWrite::Written { .. }) => Attempt::Definitive(Ok(true)),
+                    Ok(CasWrite::Conflict) => Attempt::Definitive(Ok(false)),
+                    Err(e) if e.is_unclear() => Attempt::Unclear(e.to_string()),
+                    Err(e) => Attempt::Definitive(Err(e.to_string())),
+                }
+            })
+            .await;
+        let (definitive, why) = match answer {
+            Ok(Ok(true)) => return (Stored::Ours, String::new()),
+            Ok(Ok(false)) => (true, "check-and-set conflict".to_owned()),
+            Ok(Err(e)) => (true, e),
+            Err(e) => (false, e),
         };
-        if minted_here || stored_before {
-            Some(id.to_owned())
-        } else {
-            tracing::warn!(path, token_id = %id, "previousTokenId is not this path's earlier token; not revoking it");
-            None
-        }
+        let stored = match self.kv.read_version(path, version + 1).await {
+            Ok(KvRead::Present(entry)) => match SecretDocument::from_map(entry.data) {
+                Ok(d) if d.token.same_as(&created.token) => Stored::Ours,
+                Ok(d) => Stored::Theirs(d.token_id_hint()),
+                Err(_) => Stored::Theirs(None),
+            },
+            // Nothing at `version + 1`: after a definitive answer ours did not land; after an
+            // unclear one it still may.
+            Ok(KvRead::Missing) if definitive => Stored::Nothing,
+            Ok(_) | Err(_) => Stored::Unknown,
+        };
+        (stored, why)
     }
 
-    /// Whether the token `created` is stored at `path` after an unclear write: as the latest
-    /// token, or as the `previousTokenId` of a newer run's write. `None` when Vault cannot say.
-    async fn stored_ours(&self, path: &str, created: &crate::dynatrace::Created) -> Option<bool> {
-        match self.kv.read(path).await {
-            Ok(KvRead::Present(entry)) => {
-                Some(SecretDocument::from_map(entry.data).is_ok_and(|d| {
-                    d.token.same_as(&created.token)
-                        || d.previous_token_id.as_deref() == Some(created.id.as_str())
-                }))
+    /// The token that was current before `old` (the document of `version`, just replaced) as
+    /// a revocation candidate. `previousTokenId` only says which token to look for: it is
+    /// proven by walking back through the earlier versions to a stored value that looks up
+    /// to that id (skipping versions that hold the same token, e.g. an edit of another field,
+    /// and versions deleted or destroyed by `max_versions`), or by this deployment's marker
+    /// for this path in its name. Otherwise it is returned unproven (never revoked).
+    async fn previous_candidate(
+        &self,
+        mgr: &Manager,
+        path: &str,
+        version: u64,
+        old: &SecretDocument,
+    ) -> Option<Candidate> {
+        /// Versions read back at most.
+        const MAX_WALK: u64 = 10;
+        let hint = old.previous_token_id.as_deref()?;
+        let lowest = version.saturating_sub(MAX_WALK).max(1);
+        let mut v = version.saturating_sub(1);
+        while v >= lowest {
+            match self.kv.read_version(path, v).await {
+                Ok(KvRead::Present(entry)) => {
+                    if let Ok(d) = SecretDocument::from_map(entry.data)
+                        && !d.token.same_as(&old.token)
+                        && d.token.derived_id().is_none_or(|id| id == hint)
+                    {
+                        match rotation::proven_id(self.dt, mgr, &d.token, self.deadline).await {
+                            Ok(Some(id)) if id == hint => {
+                                return Some(Candidate::new(id, Proof::ByValue));
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(path, version = v, error = %e, "could not look up an earlier version's token");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(path, version = v, error = %e, "could not read an earlier version");
+                    break;
+                }
             }
-            Ok(_) => Some(false),
-            Err(_) => None,
+            v -= 1;
         }
+        let key = self.scope.secret_key(path);
+        let marked = self.snapshot.iter().any(|t| {
+            t.id.as_deref() == Some(hint) && marker::owner_key(t.name_str()) == Some(key.as_str())
+        });
+        Some(Candidate::new(
+            hint,
+            if marked {
+                Proof::ByMarker
+            } else {
+                Proof::Unproven
+            },
+        ))
     }
 
-    /// Revokes by policy after a successful write of `written` (the version holding `new_id`):
-    /// the token two generations old (next-rotation), or also the one just replaced
-    /// (immediately); plus tokens minted for this path by rotations that can no longer be
-    /// stored (marker version ≤ `written`) and that nothing references.
+    /// Revokes by policy after a successful write over `version` (the old document `old`,
+    /// whose token `old_id` was looked up by value): the token two generations old
+    /// (next-rotation), or also the one just replaced (immediately); plus tokens minted for
+    /// this path by rotations that can no longer be stored (marker version ≤ `version + 1`)
+    /// and that nothing references. Only proven targets go.
     async fn revoke_old(
         &self,
         mgr: &Manager,
         path: &str,
-        written: u64,
+        version: u64,
         old: &SecretDocument,
         old_id: &str,
         new_id: &str,
     ) -> Result<(), RotationError> {
-        let today = jiff::Zoned::now()
-            .with_time_zone(jiff::tz::TimeZone::UTC)
-            .date();
-        let mut keep: BTreeSet<&str> = BTreeSet::from([new_id]);
+        let today = policy::today();
+        let written = version + 1;
+        let mut keep: Vec<&str> = vec![new_id];
         if self.config.revoke_old != RevokeOld::Immediately {
-            keep.insert(old_id);
+            keep.push(old_id);
         }
-        let key = Marker::secret_key_vault(&self.mount, path);
-        let previous = match (&old.previous_token_id, self.config.revoke_old) {
-            (Some(id), RevokeOld::NextRotation | RevokeOld::Immediately) => {
-                self.verified_previous(path, id, written, &key).await
-            }
-            _ => None,
-        };
-        let mut targets: Vec<String> = match self.config.revoke_old {
-            RevokeOld::Never => vec![],
-            RevokeOld::NextRotation => previous.into_iter().collect(),
-            RevokeOld::Immediately => previous.into_iter().chain([old_id.to_owned()]).collect(),
-        };
-        let this = Marker::vault(&self.mount, path, written).tag();
+        let key = self.scope.secret_key(path);
+        let mut candidates = Vec::new();
+        if self.config.revoke_old != RevokeOld::Never {
+            candidates.extend(self.previous_candidate(mgr, path, version, old).await);
+        }
+        if self.config.revoke_old == RevokeOld::Immediately {
+            candidates.push(Candidate::new(old_id, Proof::ByValue));
+        }
+        let this = Marker::vault(&self.scope, path, written).tag();
         for t in &self.snapshot {
             let name = t.name_str();
             let Some((secret, rot)) = marker::parse(name) else {
                 continue;
             };
-            let stale = rot
-                .strip_prefix('v')
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|v| v <= written);
+            let stale = marker::vault_version(rot).is_some_and(|v| v <= written);
             let ours = name.contains(&this);
             if secret == key
                 && stale
                 && t.is_enabled()
                 && (ours || self.config.revoke_old != RevokeOld::Never)
             {
-                targets.push(t.id_str().to_owned());
+                candidates.push(Candidate::new(t.id_str(), Proof::ByMarker));
             }
         }
         let manager_id = mgr.token.derived_id();
-        let mut done = BTreeSet::new();
-        for id in targets {
-            if keep.contains(id.as_str())
-                || manager_id.as_deref() == Some(id.as_str())
-                || !done.insert(id.clone())
-            {
-                continue;
-            }
+        let managers: Vec<&str> = manager_id.iter().map(String::as_str).collect();
+        let targets = rotation::revocation_targets(&candidates, &keep, &managers);
+        for id in &targets.unproven {
+            tracing::warn!(path, token_id = %id, "not revoking previousTokenId: no earlier version of this path holds a value that looks up to it and it carries no marker of this path");
+        }
+        for id in targets.revoke {
             rotation::revoke(
                 self.dt,
                 mgr,
                 &id,
+                Some(&key),
                 self.config.old_token_action,
                 today,
                 self.deadline,

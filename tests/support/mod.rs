@@ -262,6 +262,11 @@ pub struct VaultWorld {
 }
 
 impl VaultWorld {
+    /// The marker scope of this world's deployment (server, namespace, mount).
+    pub fn scope(&self) -> dynatrace_token_rotator::marker::VaultScope {
+        self.deps.vault.as_ref().expect("vault configured").scope()
+    }
+
     /// A world authenticating with the root token, plus `vars`.
     pub async fn new(vars: &[(&str, &str)]) -> VaultWorld {
         Self::with_retries(vars, fast_retries()).await
