@@ -509,11 +509,7 @@ async fn an_edited_previous_token_id_cannot_get_another_token_revoked() {
         "the victim's token survives"
     );
     assert!(w.token(&victim.id).enabled);
-    assert!(
-        w.logs
-            .text()
-            .contains("not revoking previousTokenId")
-    );
+    assert!(w.logs.text().contains("not revoking previousTokenId"));
     // a genuine previous token is still revoked on the next rotation
     let first = w.token_id(&a).await;
     w.rotate(&[&a], true, false).await;

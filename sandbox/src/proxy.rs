@@ -15,7 +15,12 @@
 //! - [`ProxyFault::Refuse`]: close the connection without forwarding (a refused or reset
 //!   connection, as the client sees it);
 //! - [`ProxyFault::Delay`]: wait, then forward. The forward runs in its own task, so it
-//!   happens even when the client gave up meanwhile, like a slow server would.
+//!   happens even when the client gave up meanwhile, like a slow server would. Held past the
+//!   client's request timeout on a write, this is the *delayed write*: the client sees a
+//!   timeout, reads back the old state, and the write lands afterwards;
+//! - [`ProxyFault::ForwardThenStatus`]: forward (the upstream performs the request), then
+//!   answer the status instead of the upstream's answer: a write that took effect although
+//!   the server said 5xx.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -40,6 +45,8 @@ pub enum ProxyFault {
     Refuse,
     /// Wait, then forward.
     Delay(Duration),
+    /// Forward, then answer this status with an error body instead of the real answer.
+    ForwardThenStatus(u16),
 }
 
 /// A programmable fault of a [`FaultProxy`]: matches on method, path and `X-Amz-Target`
@@ -277,6 +284,10 @@ async fn handle(
         Some(ProxyFault::LostResponse) => {
             let _ = forward(req, &client, &upstream).await;
             Err(Dropped)
+        }
+        Some(ProxyFault::ForwardThenStatus(status)) => {
+            let _ = forward(req, &client, &upstream).await;
+            Ok(error_response(status, call.target.is_some()))
         }
         Some(ProxyFault::Delay(d)) => {
             let forwarded = tokio::spawn(async move {
