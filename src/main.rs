@@ -10,6 +10,18 @@ use dynatrace_token_rotator::vault::rotate::VaultBackend;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 
+/// The Secrets Manager client, with a per-attempt timeout: a hanging call becomes an unclear
+/// answer the rotation settles by repeating the same idempotent call, inside the deadline.
+fn secrets_manager_client(aws: &aws_config::SdkConfig) -> aws_sdk_secretsmanager::Client {
+    let timeouts = aws_sdk_secretsmanager::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(std::time::Duration::from_secs(5))
+        .build();
+    let config = aws_sdk_secretsmanager::config::Builder::from(aws)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     logging::init();
@@ -26,7 +38,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let deps = Deps {
         vault,
         config,
-        secrets_manager: aws_sdk_secretsmanager::Client::new(&aws),
+        secrets_manager: secrets_manager_client(&aws),
         dynatrace: Dynatrace::new(RetrySettings::default())?,
     };
     let deps = &deps;

@@ -76,7 +76,7 @@ use crate::environment::EnvironmentUrl;
 use crate::event::VaultAction;
 use crate::handler::Deps;
 use crate::marker;
-use crate::policy::OldTokenAction;
+use crate::policy::{OldTokenAction, RevokeOld};
 use crate::rotation::{self, Manager, Revoked};
 use crate::secret::redact_text;
 use crate::secrets_manager::{self, SmContext};
@@ -272,6 +272,9 @@ pub(crate) struct References {
     /// minted token under one of them whose secret this sweep did not read is an orphan of a
     /// deleted secret (audit `orphanedMinted`).
     deployments: BTreeSet<String>,
+    /// Tokens two generations old whose revocation a rotation left undone, proven by value,
+    /// with the secret key they belong to: disabled by the sweep.
+    overdue: std::collections::BTreeMap<String, String>,
     /// What could not be read, and its consequence.
     pub(crate) errors: Vec<Problem>,
 }
@@ -629,8 +632,11 @@ async fn collect_vault(
         let key = scope.secret_key(&path);
         refs.known_keys.insert(key.clone());
         match r {
-            Ok((ids, latest)) => {
+            Ok((ids, latest, overdue)) => {
                 refs.ids.extend(ids);
+                if let Some(id) = overdue {
+                    refs.overdue.insert(id, key.clone());
+                }
                 if let Some(v) = latest {
                     refs.vault_latest.insert(key, v);
                 }
@@ -646,8 +652,67 @@ async fn collect_vault(
     }
 }
 
-/// The token ids a Vault path references and its latest version.
-type VaultPathRefs = Result<(Vec<String>, Option<u64>), String>;
+/// What one Vault path references: token ids, its latest version, and an overdue
+/// revocation (see [`overdue_vault_revocation`]).
+type VaultPathRefs = Result<(Vec<String>, Option<u64>, Option<String>), String>;
+
+/// The token two generations old of a Vault path when it is still enabled although the
+/// policy revokes it at rotation (a run that crashed or failed between its write and the
+/// revocation: the next scheduled run finds the path not due and never retries it). Proven
+/// like the rotation proves it: the document that was current before the latest names it in
+/// `previousTokenId`, and an earlier stored value looks up to it. Never a token the rotator
+/// disabled before (someone re-enabled it: theirs to decide).
+async fn overdue_vault_revocation(
+    deps: &Deps,
+    kv: &KvClient,
+    mgr: &Manager,
+    path: &str,
+    latest: u64,
+    doc: &SecretDocument,
+    deadline: Deadline,
+) -> Option<String> {
+    /// Versions read back at most.
+    const MAX_WALK: u64 = 10;
+    let lowest = latest.saturating_sub(MAX_WALK).max(1);
+    let mut previous: Option<SecretDocument> = None;
+    let mut v = latest.saturating_sub(1);
+    while v >= lowest {
+        let Ok(KvRead::Present(entry)) = kv.read_version(path, v).await else {
+            return None;
+        };
+        let Ok(d) = SecretDocument::from_map(entry.data) else {
+            return None;
+        };
+        v -= 1;
+        if d.token.same_as(&doc.token) {
+            continue;
+        }
+        match &previous {
+            None => {
+                // The token the latest document replaced: it must name what it replaced.
+                previous = Some(d);
+            }
+            Some(p) if d.token.same_as(&p.token) => {}
+            Some(p) => {
+                let hint = p.previous_token_id.as_deref()?;
+                if d.token.derived_id().is_some_and(|id| id != hint) {
+                    return None;
+                }
+                let found = deps
+                    .dynatrace
+                    .lookup(&mgr.env, &mgr.token, &d.token, deadline)
+                    .await
+                    .ok()??;
+                let id = found.id.clone()?;
+                let overdue = id == hint
+                    && found.is_enabled()
+                    && marker::disabled_on(found.name_str()).is_none();
+                return overdue.then_some(id);
+            }
+        }
+    }
+    None
+}
 
 async fn read_vault_path(
     deps: &Deps,
@@ -658,7 +723,7 @@ async fn read_vault_path(
 ) -> VaultPathRefs {
     let entry = match kv.read(path).await.map_err(|e| e.to_string())? {
         KvRead::Present(e) => e,
-        KvRead::Missing => return Ok((Vec::new(), None)),
+        KvRead::Missing => return Ok((Vec::new(), None, None)),
         // A soft-deleted latest version (`delete_version_after`, a person) can be undeleted:
         // what it references is unknown, so nothing changes in its environment.
         KvRead::Deleted { version } => {
@@ -680,11 +745,18 @@ async fn read_vault_path(
                         .map_err(|e| e.to_string())?,
                 ),
             }
-            Ok((ids, latest))
+            let overdue = match deps.config.revoke_old {
+                RevokeOld::NextRotation | RevokeOld::Immediately => {
+                    overdue_vault_revocation(deps, kv, mgr, path, entry.version, &doc, deadline)
+                        .await
+                }
+                _ => None,
+            };
+            Ok((ids, latest, overdue))
         }
         Err(_) => {
             let text = zeroize::Zeroizing::new(serde_json::Value::Object(entry.data).to_string());
-            Ok((scan_ids(&text), latest))
+            Ok((scan_ids(&text), latest, None))
         }
     }
 }
@@ -844,6 +916,28 @@ async fn sweep_environment(
         {
             tracing::info!(token_id = %id, "sweep: not attributable to a secret this sweep read; kept");
             v = Verdict::Keep;
+        }
+        if let Some(owner) = refs.overdue.get(&id)
+            && t.is_enabled()
+            && !refs.ids.contains(&id)
+            && !manager_ids.contains(&id)
+            && !tainted
+        {
+            if summary.dry_run {
+                summary.disabled.push(id);
+                continue;
+            }
+            match rotation::revoke(dt, mgr, &id, Some(owner), OldTokenAction::Disable, today, deadline)
+                .await
+            {
+                Ok(Revoked::Disabled) => {
+                    tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled a token two generations old that a rotation left enabled");
+                    summary.disabled.push(id);
+                }
+                Ok(_) => {}
+                Err(e) => summary.errors.push(Problem::new(id, e)),
+            }
+            continue;
         }
         if tainted && v != Verdict::NotOurs {
             v = Verdict::Keep;

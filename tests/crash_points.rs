@@ -1,7 +1,8 @@
 //! Crash points: the function dies between every pair of consecutive external calls
 //! (each Dynatrace request and each Secrets Manager API call), then the caller retries the
 //! way it would (Secrets Manager re-runs the rotation; the Vault schedule runs again), and
-//! the invariants of DESIGN.md §3 must hold. A crash is simulated by a panic raised just
+//! the invariants of docs/design.md §3 must hold, and the policy's revocation
+//! eventually happens (the token two generations old is revoked in the end). A crash is simulated by a panic raised just
 //! before call N is sent, inside a spawned task: nothing after it runs, no clean-up, exactly
 //! like a process that was killed; only what reached the outside world survives.
 
@@ -110,7 +111,7 @@ async fn secrets_manager_rotation_survives_a_crash_between_any_two_calls() {
 
     for crash_at in 0..total {
         let w = World::new(&[]).await;
-        let (secret, _) = w.app_secret(json!({"keep": "me"})).await;
+        let (secret, seeded) = w.app_secret(json!({"keep": "me"})).await;
         w.rotate(&secret).await;
         let original = w.token(&w.token_id_at(&secret, "AWSCURRENT").await.unwrap());
         let version = w.begin(&secret).await;
@@ -155,6 +156,10 @@ async fn secrets_manager_rotation_survives_a_crash_between_any_two_calls() {
             w.live_minted()
         );
         assert!(w.token(&original.id).enabled, "{label}");
+        assert!(
+            !w.token(&seeded.id).enabled,
+            "{label}: the token two generations old must be revoked in the end"
+        );
         assert_eq!(
             w.doc(&secret, "AWSCURRENT").await.unwrap()["keep"],
             "me",
@@ -182,8 +187,9 @@ async fn vault_rotation_survives_a_crash_between_any_two_dynatrace_calls() {
     assert!(total >= 6, "{total}");
 
     for crash_at in 0..total {
-        let w = VaultWorld::new(&[]).await;
-        let (path, _) = w.app("app1", json!({"keep": "me"})).await;
+        let mut w = VaultWorld::new(&[]).await;
+        let (path, seeded) = w.app("app1", json!({"keep": "me"})).await;
+        w.deps.vault.as_mut().unwrap().config.rotate_paths = vec![path.clone()];
         w.rotate(&[&path], true, false).await;
         let original = w.token(&w.token_id(&path).await);
         let calls = Arc::new(Calls {
@@ -202,6 +208,13 @@ async fn vault_rotation_survives_a_crash_between_any_two_dynatrace_calls() {
         let out = w.rotate(&[&path], v_before == 2, false).await;
         assert_eq!(out["failed"], 0, "crash {crash_at}: {out}");
         let label = format!("vault crash before call #{crash_at}");
+        // then the daily sweep, which finishes a revocation the crashed run left undone
+        let sweep = w.invoke(json!({"action": "sweep"})).await.unwrap();
+        assert_eq!(sweep["errors"], json!([]), "{label}: {sweep}");
+        assert!(
+            !w.token(&seeded.id).enabled,
+            "{label}: the token two generations old must be revoked in the end: {sweep}"
+        );
         w.assert_invariants(std::slice::from_ref(&path)).await;
         assert_eq!(w.read(&path).await.1["keep"], "me", "{label}");
         assert!(w.token(&original.id).enabled, "{label}");

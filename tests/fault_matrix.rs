@@ -25,6 +25,13 @@
 //! at it (as Lambda would), the delayed request still reaches the server just after, and the
 //! caller's retry starts once it has landed.
 //!
+//! A *delayed write* (store calls only) holds the request past the client's own request
+//! timeout within a normal deadline, then forwards it: the client sees a timeout and must
+//! settle the write by repeating it, never by deleting a token whose write may still land.
+//!
+//! Besides safety, each case checks that the policy's revocation eventually happens: after
+//! the caller's retries and the sweep, the token two generations old is revoked.
+//!
 //! A Vault mint request that times out and lands after the run is disabled by the sweep,
 //! which treats any minted token whose marker names an already stored version as stale.
 
@@ -35,6 +42,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::retry::RetryConfig;
+use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch, RequestRecord, SeedToken};
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::handler::{self, Deps, HandlerError};
@@ -51,6 +59,11 @@ const FUNCTION: &str = "dynatrace-token-rotator";
 const SHORT_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a timed-out request is held before it reaches the server: past the deadline.
 const PAST_DEADLINE: Duration = Duration::from_millis(2200);
+/// How long a delayed write is held: past the store clients' request timeouts
+/// ([`STORE_REQUEST_TIMEOUT`]), well within the deadline.
+const DELAYED_WRITE: Duration = Duration::from_millis(1800);
+/// The store clients' per-attempt timeout in the matrix.
+const STORE_REQUEST_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Firings of a persistent fault: more than any client's attempts (Dynatrace 4, Vault 4,
 /// AWS SDK standard mode 3).
 const PERSISTENT: u32 = 8;
@@ -111,14 +124,16 @@ enum Kind {
     LostResponse,
     Refused,
     Timeout,
+    DelayedWrite,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 6] = [
     Kind::ServerError,
     Kind::Throttled,
     Kind::LostResponse,
     Kind::Refused,
     Kind::Timeout,
+    Kind::DelayedWrite,
 ];
 
 impl Kind {
@@ -129,6 +144,7 @@ impl Kind {
             Kind::LostResponse => "lost response",
             Kind::Refused => "connection refused",
             Kind::Timeout => "timeout past the deadline",
+            Kind::DelayedWrite => "delayed write",
         }
     }
 }
@@ -161,7 +177,8 @@ fn cases(steps: &[Vec<Call>], keep: impl Fn(&Call) -> bool) -> Vec<Case> {
     for (step, calls) in steps.iter().enumerate() {
         for (i, call) in calls.iter().enumerate().filter(|(_, c)| keep(c)) {
             let skip = calls[..i].iter().filter(|c| *c == call).count() as u32;
-            for kind in KINDS {
+            let store = !matches!(call, Call::Dynatrace { .. });
+            for kind in KINDS.into_iter().filter(|k| store || *k != Kind::DelayedWrite) {
                 out.push(Case {
                     step,
                     call: call.clone(),
@@ -180,11 +197,9 @@ fn report(what: &str, cases: &[Case], at_least: usize) {
     for c in cases {
         *per_kind.entry(c.kind.name()).or_default() += 1;
     }
-    let calls = cases.len() / KINDS.len();
     println!(
-        "fault matrix: {} cases ({what}: {calls} calls x {} fault kinds: {per_kind:?})",
+        "fault matrix: {} cases ({what}: per fault kind {per_kind:?})",
         cases.len(),
-        KINDS.len()
     );
     assert!(
         cases.len() >= at_least,
@@ -204,6 +219,8 @@ struct Proxies {
 fn inject(case: &Case, emu: &dynatrace_emulator::Emulator, p: &Proxies, root: &str) {
     let times = match case.kind {
         Kind::ServerError | Kind::Throttled => PERSISTENT,
+        // every attempt of one SDK call (standard mode: 3)
+        Kind::DelayedWrite => 3,
         _ => 1,
     };
     match &case.call {
@@ -212,6 +229,7 @@ fn inject(case: &Case, emu: &dynatrace_emulator::Emulator, p: &Proxies, root: &s
                 Kind::ServerError => FaultKind::status(503),
                 Kind::Throttled => FaultKind::throttled(1),
                 Kind::LostResponse => FaultKind::LostResponse,
+                Kind::DelayedWrite => unreachable!("delayed writes are store faults"),
                 // through the proxy: it refuses, and it holds a request in a task of its own
                 Kind::Refused | Kind::Timeout => {
                     let fault = if case.kind == Kind::Refused {
@@ -265,6 +283,7 @@ fn store_fault(kind: Kind, aws: bool) -> ProxyFault {
         Kind::LostResponse => ProxyFault::LostResponse,
         Kind::Refused => ProxyFault::Refuse,
         Kind::Timeout => ProxyFault::Delay(PAST_DEADLINE),
+        Kind::DelayedWrite => ProxyFault::Delay(DELAYED_WRITE),
     }
 }
 
@@ -312,8 +331,13 @@ async fn faulted_invoke(
         Ok(v) => v.to_string(),
         Err(e) => e.clone(),
     });
-    if kind == Kind::Timeout {
-        tokio::time::sleep_until(started + PAST_DEADLINE + Duration::from_millis(300)).await;
+    match kind {
+        Kind::Timeout => {
+            tokio::time::sleep_until(started + PAST_DEADLINE + Duration::from_millis(300)).await
+        }
+        // the held requests land before the caller's retries start
+        Kind::DelayedWrite => tokio::time::sleep(DELAYED_WRITE).await,
+        _ => {}
     }
     out
 }
@@ -335,6 +359,11 @@ fn sm_client(proxy: &FaultProxy) -> aws_sdk_secretsmanager::Client {
                 .with_initial_backoff(Duration::from_millis(5))
                 .with_max_backoff(Duration::from_millis(40)),
         )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(STORE_REQUEST_TIMEOUT)
+                .build(),
+        )
         .build();
     aws_sdk_secretsmanager::Client::from_conf(conf)
 }
@@ -343,8 +372,9 @@ fn sm_client(proxy: &FaultProxy) -> aws_sdk_secretsmanager::Client {
 // Secrets Manager
 
 /// A Secrets Manager world whose Dynatrace and Secrets Manager traffic goes through proxies;
-/// returns (world, proxies, secret, current token id after a first rotation, version).
-async fn sm_world() -> (World, Proxies, String, String, String) {
+/// returns (world, proxies, secret, current token id after a first rotation, version, the
+/// token before it).
+async fn sm_world() -> (World, Proxies, String, String, String, String) {
     let mut w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
     let dynatrace = FaultProxy::start(&w.emu.url()).await;
     let store = FaultProxy::start(&Moto::shared().endpoint()).await;
@@ -371,7 +401,14 @@ async fn sm_world() -> (World, Proxies, String, String, String) {
         .expect("rotated");
     assert_ne!(current, token.id);
     let version = w.begin(&secret).await;
-    (w, Proxies { dynatrace, store }, secret, current, version)
+    (
+        w,
+        Proxies { dynatrace, store },
+        secret,
+        current,
+        version,
+        token.id,
+    )
 }
 
 fn step_event(secret: &str, version: &str, step: &str) -> Value {
@@ -380,7 +417,7 @@ fn step_event(secret: &str, version: &str, step: &str) -> Value {
 
 /// The calls of each step of a clean rotation, in order.
 async fn record_sm_calls() -> Vec<Vec<Call>> {
-    let (w, p, secret, _, version) = sm_world().await;
+    let (w, p, secret, _, version, _) = sm_world().await;
     let mut out = Vec::new();
     for step in STEPS {
         let (dt0, sm0) = (w.emu.requests().len(), p.store.calls().len());
@@ -397,7 +434,7 @@ async fn record_sm_calls() -> Vec<Vec<Call>> {
 /// Runs one case; returns whether the faulted step failed.
 async fn run_sm_case(case: &Case) -> bool {
     let label = case.label(&STEPS);
-    let (w, p, secret, original, version) = sm_world().await;
+    let (w, p, secret, original, version, two_generations_old) = sm_world().await;
     for step in &STEPS[..case.step] {
         w.step(&secret, &version, step)
             .await
@@ -462,6 +499,10 @@ async fn run_sm_case(case: &Case) -> bool {
         w.token(&original).enabled,
         "{label}: the previous token must stay valid"
     );
+    assert!(
+        !w.token(&two_generations_old).enabled,
+        "{label}: the token two generations old must be revoked in the end"
+    );
     let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
     assert_eq!(doc["team"], "t", "{label}: data lost");
     assert!(
@@ -517,8 +558,9 @@ async fn secrets_manager_rotation_secrets_manager_calls() {
 // Vault
 
 /// A Vault world with two paths, whose Dynatrace and Vault traffic goes through proxies;
-/// returns (world, proxies, paths, token ids current after a first run).
-async fn vault_world() -> (VaultWorld, Proxies, Vec<String>, Vec<String>) {
+/// returns (world, proxies, paths, token ids current after a first run, the tokens before
+/// them).
+async fn vault_world() -> (VaultWorld, Proxies, Vec<String>, Vec<String>, Vec<String>) {
     let store = FaultProxy::start(&Bao::shared().addr()).await;
     let mut w = VaultWorld::new(&[("VAULT_ADDR", &store.url())]).await;
     let dynatrace = FaultProxy::start(&w.emu.url()).await;
@@ -545,7 +587,13 @@ async fn vault_world() -> (VaultWorld, Proxies, Vec<String>, Vec<String>) {
         current.push(w.token_id(p).await);
     }
     assert!(current[0] != ta.id && current[1] != tb.id);
-    (w, Proxies { dynatrace, store }, paths, current)
+    (
+        w,
+        Proxies { dynatrace, store },
+        paths,
+        current,
+        vec![ta.id, tb.id],
+    )
 }
 
 fn rotate_event(paths: &[String], force: bool) -> Value {
@@ -554,7 +602,7 @@ fn rotate_event(paths: &[String], force: bool) -> Value {
 
 /// The calls of a clean forced run over two paths, in order (one step).
 async fn record_vault_calls() -> Vec<Vec<Call>> {
-    let (w, p, paths, _) = vault_world().await;
+    let (w, p, paths, _, _) = vault_world().await;
     let (dt0, v0) = (w.emu.requests().len(), p.store.calls().len());
     let out = w
         .invoke(rotate_event(&paths, true))
@@ -569,7 +617,7 @@ async fn record_vault_calls() -> Vec<Vec<Call>> {
 /// Runs one case; returns whether the faulted run failed (as a whole or for a path).
 async fn run_vault_case(case: &Case) -> bool {
     let label = case.label(&["rotate-vault"]);
-    let (w, p, paths, originals) = vault_world().await;
+    let (w, p, paths, originals, two_generations_old) = vault_world().await;
     let emu_before = w.emu.requests().len();
     inject(case, &w.emu, &p, &w.root);
     let faulted = faulted_invoke(&w.deps, &w.outputs, rotate_event(&paths, true), case.kind).await;
@@ -609,7 +657,15 @@ async fn run_vault_case(case: &Case) -> bool {
                 method: "POST".into(),
                 path: PathMatch::Exact("/api/v2/apiTokens".into()),
             });
-    let disabled = sweep["disabled"].as_array().map_or(0, Vec::len);
+    // A revocation the faulted run left undone is finished by the sweep (the tokens two
+    // generations old); nothing else may be disabled.
+    let disabled = sweep["disabled"]
+        .as_array()
+        .map_or(0, |d| {
+            d.iter()
+                .filter(|id| !two_generations_old.iter().any(|o| id.as_str() == Some(o)))
+                .count()
+        });
     if late_mint {
         assert!(disabled <= 1, "{label}: sweep: {sweep}");
     } else {
@@ -623,6 +679,12 @@ async fn run_vault_case(case: &Case) -> bool {
         assert!(
             w.token(original).enabled,
             "{label}: {path}: the previous token must stay valid"
+        );
+    }
+    for old in &two_generations_old {
+        assert!(
+            !w.token(old).enabled,
+            "{label}: the token two generations old ({old}) must be revoked in the end"
         );
     }
     let live = w.live_minted();
