@@ -1,4 +1,4 @@
-//! Configuration: every environment variable of DESIGN.md §5, parsed and validated once at
+//! Configuration: every environment variable of docs/design.md §5, parsed and validated once at
 //! start-up into typed values. Nothing else in the crate reads the environment. A bad value
 //! fails the Lambda's init with a message naming the variable and what is allowed, and
 //! never echoes a secret variable's value.

@@ -1,5 +1,5 @@
 //! A typed client for the Dynatrace API token endpoints (Environment API v2) and event
-//! ingest, with the retry rules of `reference/dynatrace-token-api.md` §9:
+//! ingest, with the retry rules of `docs/dynatrace-api.md` (Retries):
 //!
 //! * `429` and `5xx` are retried with jittered exponential back-off (from `backon`),
 //!   honouring `Retry-After` when sent, and never past the invocation's [`Deadline`];

@@ -36,7 +36,7 @@ pub enum UrlError {
 }
 
 impl EnvironmentUrl {
-    /// Parses and validates `raw` under the https/loopback rule of DESIGN.md §5.
+    /// Parses and validates `raw` under the https/loopback rule of docs/design.md §5.
     pub fn parse(raw: &str) -> Result<Self, UrlError> {
         let url = checked_base_url(raw)?;
         let mut normalized = format!("{}://", url.scheme());

@@ -1,4 +1,4 @@
-//! The invocation kinds (DESIGN.md §4, §6), decoded from the raw JSON payload so that one
+//! The invocation kinds (docs/design.md §4, §6), decoded from the raw JSON payload so that one
 //! function serves Secrets Manager, EventBridge (rules and Scheduler), SQS and direct
 //! invocations, and so that a malformed event gets a clear error instead of a generic
 //! deserialisation failure.

@@ -3,7 +3,7 @@
 //! (scheduled rotation), safe under retries, faults and concurrency.
 //!
 //! The rotation of one token lives in [`rotation`]; [`secrets_manager`] is the adapter for
-//! Secrets Manager's protocol. See DESIGN.md for the contract and README.md for the layout.
+//! Secrets Manager's protocol. See docs/design.md for the product and README.md for the layout.
 
 pub mod audit;
 pub mod body;

@@ -14,7 +14,7 @@
 //! runs up to the step, the single fault is injected, the step and the rest run, the fault is
 //! cleared, then the caller's retries run (Secrets Manager re-runs the rotation with the same
 //! version, then the sweep; Vault: the schedule runs again — forced for a path the faulted run
-//! did not write — then the sweep), and DESIGN.md §3 is checked: the current token live and
+//! did not write — then the sweep), and docs/design.md §3 is checked: the current token live and
 //! enabled, every labelled token not revoked, no minted token live and unreferenced, no data
 //! lost (an extra field survives), no secret in any log line or output.
 //!

@@ -1,6 +1,6 @@
 //! The Secrets Manager rotation, end to end against `moto_server` and the Dynatrace
 //! emulator: the handler is called with each step the way Secrets Manager calls it, and
-//! the invariants of DESIGN.md §3 are checked on the emulator's tokens and the secret's
+//! the invariants of docs/design.md §3 are checked on the emulator's tokens and the secret's
 //! versions after every scenario.
 
 mod support;

@@ -2,7 +2,7 @@
 //! recorded from a clean rotation, so a call added later is covered automatically. For
 //! each call and each fault kind (5xx, 429 with `Retry-After`, lost response), the step
 //! runs with the fault, then the rotation is retried the way Secrets Manager retries it,
-//! and the invariants of DESIGN.md §3 are checked on the emulator and the secret.
+//! and the invariants of docs/design.md §3 are checked on the emulator and the secret.
 
 mod support;
 

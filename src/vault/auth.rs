@@ -37,7 +37,7 @@ pub const DEFAULT_AWS_REGION: &str = "us-east-1";
 /// Log in this long before a login token's lease ends.
 const RENEW_MARGIN: Duration = Duration::from_secs(30);
 
-/// How the rotator authenticates to Vault (DESIGN §5 `VAULT_AUTH_METHOD`). `Debug` redacts
+/// How the rotator authenticates to Vault (docs/design.md §5 `VAULT_AUTH_METHOD`). `Debug` redacts
 /// the secrets (`SecretString` prints `[REDACTED]`).
 #[derive(Clone, Debug)]
 pub enum AuthMethod {

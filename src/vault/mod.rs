@@ -23,7 +23,7 @@ use reqwest::StatusCode;
 pub use auth::{AuthMethod, Session};
 pub use kv::{CasWrite, KvClient, KvEntry, KvRead};
 
-/// Where the Vault/OpenBao server is and which KV v2 mount to use (DESIGN §5: `VAULT_ADDR`,
+/// Where the Vault/OpenBao server is and which KV v2 mount to use (docs/design.md §5: `VAULT_ADDR`,
 /// `VAULT_NAMESPACE`, `VAULT_KV_MOUNT`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VaultSettings {
@@ -81,7 +81,7 @@ pub fn http_client() -> Result<reqwest::Client, VaultError> {
         .map_err(|e| VaultError::InvalidConfig(format!("cannot build the HTTP client: {e}")))
 }
 
-/// Checks the DESIGN §5 URL rule for a Vault address: `https://`, or `http://` on loopback only;
+/// Checks the docs/design.md §5 URL rule for a Vault address: `https://`, or `http://` on loopback only;
 /// no user-info, query or fragment.
 pub fn check_addr(addr: &url::Url) -> Result<(), VaultError> {
     if !addr.username().is_empty() || addr.password().is_some() {
@@ -161,7 +161,7 @@ pub enum VaultError {
         source: reqwest::Error,
     },
 
-    /// The server answered with a redirect, which is never followed (DESIGN §5).
+    /// The server answered with a redirect, which is never followed (docs/design.md §5).
     #[error(
         "Vault answered {op} {path:?} with redirect {status}; redirects are not followed — point VAULT_ADDR at the active node / final address"
     )]

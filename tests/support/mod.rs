@@ -213,7 +213,7 @@ impl World {
         live_minted(&self.emu)
     }
 
-    /// DESIGN.md §3 invariants for a Secrets Manager secret: AWSCURRENT live and enabled;
+    /// docs/design.md §3 invariants for a Secrets Manager secret: AWSCURRENT live and enabled;
     /// every labelled token not revoked; no live minted token that no label references.
     pub async fn assert_invariants(&self, secret: &str) {
         let current = self
@@ -401,7 +401,7 @@ impl VaultWorld {
         live_minted(&self.emu)
     }
 
-    /// DESIGN.md §3 invariants for the Vault `paths`: latest token live and enabled, its
+    /// docs/design.md §3 invariants for the Vault `paths`: latest token live and enabled, its
     /// `previousTokenId` not revoked (next-rotation policy), no live minted token that no
     /// path references.
     pub async fn assert_invariants(&self, paths: &[String]) {
