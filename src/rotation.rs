@@ -624,16 +624,15 @@ pub fn revocation_targets(
     let mut out = Targets::default();
     for c in candidates {
         let id = c.id.as_str();
-        if keep.contains(&id)
-            || manager_ids.contains(&id)
-            || out.revoke.iter().any(|r| r == id)
-            || out.unproven.iter().any(|r| r == id)
-        {
+        if keep.contains(&id) || manager_ids.contains(&id) || out.revoke.iter().any(|r| r == id) {
             continue;
         }
         match c.proof {
             Proof::ByValue | Proof::ByMarker => out.revoke.push(c.id.clone()),
-            Proof::Unproven => out.unproven.push(c.id.clone()),
+            Proof::Unproven if !out.unproven.iter().any(|r| r == id) => {
+                out.unproven.push(c.id.clone())
+            }
+            Proof::Unproven => {}
         }
     }
     // A token proven by one route is not also reported as unproven.
@@ -771,5 +770,78 @@ pub async fn prove_current(
             reason: "the current token does not authenticate (disabled, expired or unknown)".into(),
         }),
         Err(e) => Err(dt(format!("checking current token {id}"))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_proven_targets_are_revoked() {
+        let c = |id: &str, proof| Candidate::new(id, proof);
+        let targets = revocation_targets(
+            &[
+                c("prev", Proof::ByValue),
+                c("forged", Proof::Unproven),
+                c("orphan", Proof::ByMarker),
+                c("current", Proof::ByValue),
+                c("manager", Proof::ByValue),
+                c("orphan", Proof::ByMarker),
+                c("hinted", Proof::Unproven),
+                c("hinted", Proof::ByMarker),
+            ],
+            &["current"],
+            &["manager"],
+        );
+        assert_eq!(targets.revoke, ["prev", "orphan", "hinted"]);
+        assert_eq!(
+            targets.unproven,
+            ["forged"],
+            "a token proven by one route is not reported unproven"
+        );
+        assert_eq!(revocation_targets(&[], &[], &[]), Targets::default());
+    }
+
+    #[test]
+    fn a_token_is_deleted_only_when_the_store_definitely_does_not_hold_it() {
+        assert_eq!(settle(&Stored::Ours), Settlement::Keep);
+        assert_eq!(
+            settle(&Stored::Theirs(Some("x".into()))),
+            Settlement::Discard
+        );
+        assert_eq!(settle(&Stored::Theirs(None)), Settlement::Discard);
+        assert_eq!(settle(&Stored::Nothing), Settlement::Discard);
+        assert_eq!(settle(&Stored::Unknown), Settlement::LeaveMarked);
+    }
+
+    #[tokio::test]
+    async fn unclear_writes_are_repeated_until_definitive_or_out_of_time() {
+        let mut n = 0;
+        let out = repeat_until_definitive(
+            "w",
+            Deadline::after(std::time::Duration::from_secs(30)),
+            || {
+                n += 1;
+                let k = n;
+                async move {
+                    if k < 3 {
+                        Attempt::Unclear(format!("timeout {k}"))
+                    } else {
+                        Attempt::Definitive(k)
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(out, Ok(3));
+        // past the deadline's reserve: gives up with the last reason, after one attempt
+        let out: Result<(), String> = repeat_until_definitive(
+            "w",
+            Deadline::after(std::time::Duration::from_millis(10)),
+            || async { Attempt::Unclear("5xx".into()) },
+        )
+        .await;
+        assert_eq!(out, Err("5xx".into()));
     }
 }

@@ -927,8 +927,16 @@ async fn sweep_environment(
                 summary.disabled.push(id);
                 continue;
             }
-            match rotation::revoke(dt, mgr, &id, Some(owner), OldTokenAction::Disable, today, deadline)
-                .await
+            match rotation::revoke(
+                dt,
+                mgr,
+                &id,
+                Some(owner),
+                OldTokenAction::Disable,
+                today,
+                deadline,
+            )
+            .await
             {
                 Ok(Revoked::Disabled) => {
                     tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled a token two generations old that a rotation left enabled");

@@ -178,7 +178,10 @@ fn cases(steps: &[Vec<Call>], keep: impl Fn(&Call) -> bool) -> Vec<Case> {
         for (i, call) in calls.iter().enumerate().filter(|(_, c)| keep(c)) {
             let skip = calls[..i].iter().filter(|c| *c == call).count() as u32;
             let store = !matches!(call, Call::Dynatrace { .. });
-            for kind in KINDS.into_iter().filter(|k| store || *k != Kind::DelayedWrite) {
+            for kind in KINDS
+                .into_iter()
+                .filter(|k| store || *k != Kind::DelayedWrite)
+            {
                 out.push(Case {
                     step,
                     call: call.clone(),
@@ -659,13 +662,11 @@ async fn run_vault_case(case: &Case) -> bool {
             });
     // A revocation the faulted run left undone is finished by the sweep (the tokens two
     // generations old); nothing else may be disabled.
-    let disabled = sweep["disabled"]
-        .as_array()
-        .map_or(0, |d| {
-            d.iter()
-                .filter(|id| !two_generations_old.iter().any(|o| id.as_str() == Some(o)))
-                .count()
-        });
+    let disabled = sweep["disabled"].as_array().map_or(0, |d| {
+        d.iter()
+            .filter(|id| !two_generations_old.iter().any(|o| id.as_str() == Some(o)))
+            .count()
+    });
     if late_mint {
         assert!(disabled <= 1, "{label}: sweep: {sweep}");
     } else {
