@@ -361,6 +361,22 @@ pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
     )
 }
 
+impl VaultError {
+    /// Whether the failure leaves the outcome of a write unknown (no answer, a 5xx, a
+    /// throttle, an unreadable answer), so the same CAS write must be repeated to learn it.
+    pub fn is_unclear(&self) -> bool {
+        match self {
+            VaultError::Transport { .. }
+            | VaultError::DeadlineExceeded { .. }
+            | VaultError::Decode { .. } => true,
+            VaultError::Api { status, .. } => {
+                status.is_server_error() || matches!(status.as_u16(), 412 | 429)
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,21 +417,5 @@ mod tests {
         );
         assert_eq!(error_messages(br#"{"data":{}}"#), None);
         assert_eq!(error_messages(b"<html>"), None);
-    }
-}
-
-impl VaultError {
-    /// Whether the failure leaves the outcome of a write unknown (no answer, a 5xx, a
-    /// throttle, an unreadable answer), so the same CAS write must be repeated to learn it.
-    pub fn is_unclear(&self) -> bool {
-        match self {
-            VaultError::Transport { .. }
-            | VaultError::DeadlineExceeded { .. }
-            | VaultError::Decode { .. } => true,
-            VaultError::Api { status, .. } => {
-                status.is_server_error() || matches!(status.as_u16(), 412 | 429)
-            }
-            _ => false,
-        }
     }
 }
