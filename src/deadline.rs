@@ -47,6 +47,16 @@ impl Deadline {
         self.0
     }
 
+    /// The instant work must stop at: the deadline less the reserve, so that a request that
+    /// hangs until then still leaves time to report a summary, emit metrics and clean up.
+    pub fn work_until(&self) -> Option<Instant> {
+        self.0.map(|at| {
+            at.checked_sub(RESERVE)
+                .filter(|t| *t > Instant::now())
+                .unwrap_or_else(Instant::now)
+        })
+    }
+
     /// Time left before the reserve, `None` when unlimited.
     pub fn remaining(&self) -> Option<Duration> {
         self.0.map(|at| {
@@ -68,9 +78,46 @@ impl Deadline {
     }
 }
 
+/// Reads a `Retry-After` header value: delta-seconds (`120`) or an HTTP date
+/// (`Wed, 21 Oct 2026 07:28:00 GMT`, a date in the past meaning "now"). `None` when it is
+/// neither, so the caller falls back to its own back-off.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(v)
+        .ok()?;
+    let wait = at
+        .as_millisecond()
+        .saturating_sub(jiff::Timestamp::now().as_millisecond());
+    Some(Duration::from_millis(wait.max(0) as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(90);
+        let header = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&later)
+            .unwrap();
+        let wait = parse_retry_after(&header).unwrap();
+        assert!(
+            wait > Duration::from_secs(85) && wait <= Duration::from_secs(90),
+            "{wait:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after("-5"), None);
+    }
 
     #[test]
     fn epoch_and_relative_deadlines() {

@@ -722,7 +722,7 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
         .get(reqwest::header::RETRY_AFTER)?
         .to_str()
         .ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    crate::deadline::parse_retry_after(v)
 }
 
 fn describe_transport(e: &reqwest::Error) -> String {

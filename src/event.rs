@@ -9,8 +9,16 @@ use serde_json::Value;
 use crate::secret::RotationToken;
 use crate::secrets_manager::{Step, StepRequest};
 
-/// Largest event accepted, in bytes of JSON (Lambda's own limit for synchronous calls is 6 MB).
+/// Largest event accepted, in bytes of JSON, and the largest SQS record body (SQS's own
+/// message limit). Lambda's own limit for synchronous calls is 6 MB.
 pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// Largest SQS envelope accepted: Lambda's payload limit (6 MB). An SQS batch of ten 256 KiB
+/// messages is legitimate, so the per-event limit applies to each record's body instead.
+pub const MAX_SQS_ENVELOPE_BYTES: usize = 6 * 1024 * 1024;
+
+/// Most records in one SQS event (Lambda's largest batch size for a standard queue).
+pub const MAX_SQS_RECORDS: usize = 10_000;
 
 /// A `rotate-vault` action (direct, scheduled with input, or an SQS record body).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -37,8 +45,9 @@ pub struct VaultAction {
 pub struct SqsRecord {
     /// `messageId`, echoed in `batchItemFailures`.
     pub message_id: String,
-    /// The body (a `rotate-vault` action, as JSON text).
-    pub body: String,
+    /// The body (a `rotate-vault` action, as JSON text), or why this record alone is refused
+    /// (it is then listed in `batchItemFailures`; the other records still run).
+    pub body: Result<String, EventError>,
 }
 
 /// What the function was invoked to do.
@@ -122,6 +131,12 @@ pub fn parse(v: Value) -> Result<Invocation, EventError> {
         let records = records
             .as_array()
             .ok_or_else(|| EventError::Malformed("`Records` must be an array".into()))?;
+        if records.len() > MAX_SQS_RECORDS {
+            return Err(EventError::Malformed(format!(
+                "{} SQS records in one event; at most {MAX_SQS_RECORDS} are accepted",
+                records.len()
+            )));
+        }
         let mut out = Vec::with_capacity(records.len());
         for r in records {
             if r.get("eventSource").and_then(Value::as_str) != Some("aws:sqs") {
@@ -129,9 +144,22 @@ pub fn parse(v: Value) -> Result<Invocation, EventError> {
                     "only SQS records (eventSource aws:sqs) are supported".into(),
                 ));
             }
+            let body = match r.get("body") {
+                Some(Value::String(b)) if b.len() <= MAX_EVENT_BYTES => Ok(b.clone()),
+                Some(Value::String(b)) => Err(EventError::Malformed(format!(
+                    "the SQS message body is {} bytes; at most {MAX_EVENT_BYTES} are accepted",
+                    b.len()
+                ))),
+                Some(_) => Err(EventError::Malformed(
+                    "the SQS message `body` must be a string".into(),
+                )),
+                None => Err(EventError::Malformed(
+                    "the SQS message has no `body`".into(),
+                )),
+            };
             out.push(SqsRecord {
                 message_id: field(r, "messageId")?.to_owned(),
-                body: field(r, "body")?.to_owned(),
+                body,
             });
         }
         return Ok(Invocation::Sqs(out));
@@ -204,6 +232,49 @@ mod tests {
             panic!()
         };
         assert_eq!(rs[0].message_id, "m1");
+        assert_eq!(rs[0].body.as_deref(), Ok("{}"));
+    }
+
+    #[test]
+    fn an_oversized_sqs_body_refuses_that_record_only() {
+        let big = format!(
+            r#"{{"action":"rotate-vault","paths":["{}"]}}"#,
+            "a".repeat(MAX_EVENT_BYTES)
+        );
+        let small = r#"{"action":"rotate-vault","paths":["p"]}"#;
+        let Invocation::Sqs(rs) = parse(json!({"Records":[
+            {"eventSource":"aws:sqs","messageId":"big","body":big},
+            {"eventSource":"aws:sqs","messageId":"small","body":small},
+            {"eventSource":"aws:sqs","messageId":"none"},
+        ]}))
+        .unwrap() else {
+            panic!()
+        };
+        assert!(matches!(&rs[0].body, Err(EventError::Malformed(m)) if m.contains("bytes")));
+        assert_eq!(rs[1].body.as_deref(), Ok(small));
+        assert!(rs[2].body.is_err());
+        // A body longer than the 2048 characters allowed for ids is fine.
+        let long = format!(
+            r#"{{"action":"rotate-vault","paths":[{}]}}"#,
+            (0..300)
+                .map(|i| format!("\"team/app{i}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert!(long.len() > 2048);
+        let Invocation::Sqs(rs) =
+            parse(json!({"Records":[{"eventSource":"aws:sqs","messageId":"m","body":long}]}))
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            parse_action(rs[0].body.as_deref().unwrap())
+                .unwrap()
+                .paths
+                .len(),
+            300
+        );
     }
 
     #[test]

@@ -128,11 +128,17 @@ pub async fn handle(
     payload: Value,
     deadline: Deadline,
 ) -> Result<Value, HandlerError> {
-    let size = serialized_len(&payload);
-    if size > event::MAX_EVENT_BYTES {
+    // An SQS batch may carry up to ten messages of 256 KiB each: its envelope gets Lambda's
+    // own payload limit, and each record's body is held to the per-event limit on its own.
+    let limit = if payload.get("Records").is_some() {
+        event::MAX_SQS_ENVELOPE_BYTES
+    } else {
+        event::MAX_EVENT_BYTES
+    };
+    let size = serialized_len(&payload, limit);
+    if size > limit {
         return Err(EventError::Malformed(format!(
-            "the event is {size} bytes of JSON; at most {} are accepted",
-            event::MAX_EVENT_BYTES
+            "the event is {size} bytes of JSON; at most {limit} are accepted"
         ))
         .into());
     }
@@ -164,13 +170,13 @@ pub async fn handle(
         Invocation::Sqs(records) => {
             let mut failures = Vec::new();
             for record in records {
-                let ok = match event::parse_action(&record.body) {
+                let ok = match record.body.and_then(|body| event::parse_action(&body)) {
                     Ok(action) => match rotate_vault(deps, &action, deadline).await {
                         Ok(summary) => summary["failed"].as_u64() == Some(0),
                         Err(_) => false,
                     },
                     Err(e) => {
-                        tracing::warn!(message_id = %record.message_id, error = %e, "SQS record is not a rotate-vault action");
+                        tracing::warn!(message_id = %record.message_id, error = %e, "SQS record refused: it is not a usable rotate-vault action");
                         false
                     }
                 };
@@ -187,12 +193,12 @@ pub async fn handle(
 
 /// Length of `v` serialised as JSON, counted without keeping the text; stops counting
 /// (returns a value past the limit) as soon as the limit is exceeded.
-fn serialized_len(v: &Value) -> usize {
-    struct Counter(usize);
+fn serialized_len(v: &Value, limit: usize) -> usize {
+    struct Counter(usize, usize);
     impl std::io::Write for Counter {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0 += buf.len();
-            if self.0 > event::MAX_EVENT_BYTES {
+            if self.0 > self.1 {
                 return Err(std::io::Error::other("too large"));
             }
             Ok(buf.len())
@@ -201,23 +207,16 @@ fn serialized_len(v: &Value) -> usize {
             Ok(())
         }
     }
-    let mut c = Counter(0);
+    let mut c = Counter(0, limit);
     match serde_json::to_writer(&mut c, v) {
         Ok(()) => c.0,
-        Err(_) => c.0.max(event::MAX_EVENT_BYTES + 1),
+        Err(_) => c.0.max(limit + 1),
     }
 }
 
 /// The error type of a Vault failure.
 pub fn vault_error_type(e: &VaultError) -> &'static str {
-    match e {
-        VaultError::PermissionDenied { .. } => "VaultPermissionDenied",
-        VaultError::Login { .. } | VaultError::Aws(_) => "VaultLoginFailed",
-        VaultError::NoMount { .. } | VaultError::NotKvV2 { .. } | VaultError::InvalidConfig(_) => {
-            "ConfigError"
-        }
-        _ => "VaultError",
-    }
+    e.code()
 }
 
 impl From<RunError> for HandlerError {

@@ -174,10 +174,10 @@ pub(crate) async fn load_managers(deps: &Deps, deadline: Deadline) -> Managers {
         }
     }
     if let Some(backend) = &deps.vault {
-        let kv = backend.kv.with_deadline(deadline.instant());
+        let kv = backend.kv.with_deadline(deadline.work_until());
         let path = backend.config.manager_path.clone();
         let read: Result<Manager, RunError> = async {
-            kv.session().token_until(deadline.instant()).await?;
+            kv.session().token_until(deadline.work_until()).await?;
             kv.ensure_kv_v2().await?;
             read_manager(&kv, &path).await
         }

@@ -578,7 +578,10 @@ async fn vault_world() -> (VaultWorld, Proxies, Vec<String>, Vec<String>, Vec<St
     let (a, ta) = w.app("app1", json!({"keep": "me"})).await;
     let (b, tb) = w.app("app2", json!({"keep": "me"})).await;
     let paths = vec![a, b];
-    w.deps.vault.as_mut().unwrap().config.rotate_paths = paths.clone();
+    let backend = w.deps.vault.as_mut().unwrap();
+    backend.config.rotate_paths = paths.clone();
+    // A delayed write must outlast one attempt, as it would outlast the default 10 s.
+    backend.kv = backend.kv.with_request_timeout(STORE_REQUEST_TIMEOUT);
     // the measured run is the second, so it also revokes the tokens two generations old
     let out = w
         .invoke(rotate_event(&paths, true))

@@ -995,6 +995,7 @@ async fn huge_and_malformed_bodies_from_vault() {
                     "VaultError",
                     "ConfigError",
                     "VaultLoginFailed",
+                    "VaultTokenExpired",
                     "ManagerUnusable",
                     "VaultPermissionDenied"
                 ]

@@ -633,6 +633,95 @@ async fn approle_login_and_relogin_after_revocation() {
     assert!(!format!("{err:?}").contains("wrong-secret-id-value"));
 }
 
+/// A token holding the `restricted` policy, created by root with `ttl`.
+async fn restricted_token_with_ttl(ttl: &str) -> String {
+    restricted_token().await;
+    let (status, body) = root_call(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["restricted"], "ttl": ttl})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+/// Root's view of a token's remaining TTL, in seconds.
+async fn ttl_of(token: &str) -> u64 {
+    let (status, body) =
+        root_call("POST", "auth/token/lookup", Some(json!({"token": token}))).await;
+    assert_eq!(status, 200, "{body}");
+    body["data"]["ttl"].as_u64().unwrap()
+}
+
+/// A static `VAULT_TOKEN` that Vault no longer accepts (revoked, or expired) is reported as
+/// `TokenExpired`, at first use and in the middle of a run; a valid token outside its policy is
+/// still a permission denial. Neither message carries the token.
+#[tokio::test]
+async fn an_expired_static_token_is_told_from_a_policy_denial() {
+    let s = settings("secret", None);
+
+    // Refused in the middle of a run: valid at first use, revoked after.
+    let token = restricted_token_with_ttl("10m").await;
+    let session = session_for(&s, AuthMethod::Token(SecretString::from(token.clone())));
+    let kv = KvClient::new(http_client().unwrap(), s.clone(), session.clone());
+    assert!(matches!(
+        kv.read("allowed/x").await.unwrap(),
+        KvRead::Missing
+    ));
+    let denied = kv.read("forbidden/x").await.unwrap_err();
+    assert_eq!(denied.code(), "VaultPermissionDenied", "{denied:?}");
+    let (status, _) = root_call("POST", "auth/token/revoke", Some(json!({"token": token}))).await;
+    assert!(status < 300);
+    let err = kv.read("allowed/x").await.unwrap_err();
+    assert!(matches!(err, VaultError::TokenExpired), "{err:?}");
+    assert_eq!(err.code(), "VaultTokenExpired");
+    assert!(err.to_string().contains("issue a new token"));
+
+    // Refused at first use: the TTL ran out before the invocation.
+    let short = restricted_token_with_ttl("2s").await;
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let session = session_for(&s, AuthMethod::Token(SecretString::from(short.clone())));
+    let kv = KvClient::new(http_client().unwrap(), s.clone(), session);
+    let err = kv.read("allowed/x").await.unwrap_err();
+    assert!(matches!(err, VaultError::TokenExpired), "{err:?}");
+    for (e, t) in [(&err, &short), (&denied, &token)] {
+        assert!(!e.to_string().contains(t.as_str()));
+        assert!(!format!("{e:?}").contains(t.as_str()));
+    }
+}
+
+/// A renewable static token past half its TTL is renewed at first use (`renew-self`), so a
+/// token used by a daily schedule does not run out; one with more than half left is not
+/// touched.
+#[tokio::test]
+async fn a_static_token_is_renewed_past_half_its_ttl() {
+    let s = settings("secret", None);
+    let token = restricted_token_with_ttl("8s").await;
+    let fresh = restricted_token_with_ttl("1h").await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let before = ttl_of(&token).await;
+    assert!(before <= 4, "{before}");
+    for t in [&token, &fresh] {
+        let session = session_for(&s, AuthMethod::Token(SecretString::from(t.clone())));
+        let kv = KvClient::new(http_client().unwrap(), s.clone(), session);
+        assert!(matches!(
+            kv.read("allowed/x").await.unwrap(),
+            KvRead::Missing
+        ));
+    }
+    let after = ttl_of(&token).await;
+    assert!(
+        after >= 6,
+        "renewed back to its 8 s TTL, was {before} s, now {after} s"
+    );
+    let fresh_ttl = ttl_of(&fresh).await;
+    assert!(
+        fresh_ttl <= 3596,
+        "a token with more than half its TTL left is not renewed (TTL {fresh_ttl} s)"
+    );
+}
+
 async fn restricted_token() -> String {
     let policy = r#"path "secret/data/allowed/*" { capabilities = ["read"] }"#;
     let (status, body) = root_call(
@@ -676,7 +765,8 @@ async fn permission_denied_with_restricted_token() {
     assert!(matches!(err2, VaultError::PermissionDenied { .. }));
     let err3 = kv.list_recursive("allowed/").await.unwrap_err();
     assert!(matches!(err3, VaultError::PermissionDenied { .. }));
-    // A static token cannot be renewed by logging in again.
+    // A static token cannot be replaced by logging in again; it is still valid, so the 403
+    // was a policy denial.
     assert!(
         !session
             .relogin(&SecretString::from(token.clone()))
@@ -729,9 +819,11 @@ struct Stub {
     requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
-/// Serves `responses` in order (the last one repeats), recording each request.
+/// Serves `responses` in order (the last one repeats), recording each request. The static
+/// token's check at first use (`auth/token/lookup-self`) is answered apart, as a live token
+/// that never expires, and neither recorded nor counted.
 fn stub(responses: Vec<Canned>) -> Stub {
-    stub_fn(move |_, i| {
+    serve(true, move |_, i| {
         let c = &responses[i.min(responses.len() - 1)];
         Canned {
             status: c.status,
@@ -743,18 +835,32 @@ fn stub(responses: Vec<Canned>) -> Stub {
 
 /// Answers each request with `respond(request, index)`, recording each request.
 fn stub_fn(respond: impl Fn(&Recorded, usize) -> Canned + Send + 'static) -> Stub {
+    serve(false, respond)
+}
+
+fn serve(
+    answer_lookup_self: bool,
+    respond: impl Fn(&Recorded, usize) -> Canned + Send + 'static,
+) -> Stub {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
     let requests = Arc::new(Mutex::new(Vec::new()));
     let recorded = requests.clone();
     std::thread::spawn(move || {
-        for (i, conn) in listener.incoming().enumerate() {
+        let mut i = 0;
+        for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
             let Some(req) = read_request(&mut conn) else {
                 continue;
             };
-            let c = respond(&req, i);
-            recorded.lock().unwrap().push(req);
+            let c = if answer_lookup_self && req.path == "/v1/auth/token/lookup-self" {
+                canned(200, r#"{"data":{"ttl":0,"renewable":false}}"#)
+            } else {
+                let c = respond(&req, i);
+                i += 1;
+                recorded.lock().unwrap().push(req);
+                c
+            };
             let mut head = format!(
                 "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
                 c.status,
@@ -982,7 +1088,13 @@ fn verify_iam_login(body: &Value, creds: &Credentials, server_id: Option<&str>, 
     let url = B64
         .decode(body["iam_request_url"].as_str().unwrap())
         .unwrap();
-    assert_eq!(url, STS_URL.as_bytes());
+    // The request names the endpoint of the region it is signed for (host is signed).
+    let expected_url = if region == "us-east-1" {
+        STS_URL.to_owned()
+    } else {
+        format!("https://sts.{region}.amazonaws.com/")
+    };
+    assert_eq!(std::str::from_utf8(&url).unwrap(), expected_url);
     let sts_body = B64
         .decode(body["iam_request_body"].as_str().unwrap())
         .unwrap();
@@ -1014,7 +1126,8 @@ fn verify_iam_login(body: &Value, creds: &Credentials, server_id: Option<&str>, 
         .collect();
     assert!(signed.contains(&"host"));
     assert!(signed.contains(&"content-type"));
-    assert_eq!(get("host").as_deref(), Some("sts.amazonaws.com"));
+    let expected_host = url::Url::parse(&expected_url).unwrap();
+    assert_eq!(get("host").as_deref(), expected_host.host_str());
     match server_id {
         Some(id) => {
             assert_eq!(get("x-vault-aws-iam-server-id").as_deref(), Some(id));

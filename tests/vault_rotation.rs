@@ -493,6 +493,51 @@ async fn sqs_batch_reports_exactly_the_failed_records() {
     w.assert_no_leaks();
 }
 
+/// SQS allows 256 KiB per message and up to ten messages per batch, so an envelope larger than
+/// the per-event limit is legitimate: the limit applies per record, and a record over it fails
+/// alone (listed in `batchItemFailures`, so SQS sends it to the dead-letter queue) while the
+/// others rotate.
+#[tokio::test]
+async fn sqs_size_limit_applies_per_record() {
+    let w = VaultWorld::new(&[]).await;
+    let (a, _) = w.app("app1", json!({})).await;
+    let (b, _) = w.app("app2", json!({})).await;
+    // Actions refuse unknown fields, so the bodies are padded with JSON whitespace.
+    let padded = |path: &str, pad: usize| {
+        format!(
+            "{{\"action\":\"rotate-vault\",\"paths\":[\"{path}\"]{}}}",
+            " ".repeat(pad)
+        )
+    };
+    let record =
+        |id: &str, body: String| json!({"messageId": id, "eventSource": "aws:sqs", "body": body});
+    let max = dynatrace_token_rotator::event::MAX_EVENT_BYTES;
+    let event = json!({"Records": [
+        record("a", padded(&a, 150 * 1024)),
+        record("too-big", padded(&b, max)),
+        record("b", padded(&b, 150 * 1024)),
+    ]});
+    assert!(
+        event.to_string().len() > max,
+        "the envelope exceeds the per-event limit"
+    );
+    let out = w.invoke(event).await.unwrap();
+    let failed: Vec<&str> = out["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, vec!["too-big"], "{out}");
+    assert_eq!(w.read(&a).await.0, 2, "record a rotated");
+    assert_eq!(
+        w.read(&b).await.0,
+        2,
+        "record b rotated once (the oversized one did nothing)"
+    );
+    w.assert_no_leaks();
+}
+
 #[tokio::test]
 async fn an_edited_previous_token_id_cannot_get_another_token_revoked() {
     let w = VaultWorld::new(&[("DT_OLD_TOKEN_ACTION", "delete")]).await;
@@ -517,5 +562,59 @@ async fn an_edited_previous_token_id_cannot_get_another_token_revoked() {
     w.rotate(&[&a], true, false).await;
     assert!(w.emu.was_deleted(&first), "two generations old: deleted");
     assert!(w.token(&second).enabled);
+    w.assert_no_leaks();
+}
+
+/// A Vault write that hangs must not get the function killed: requests stop at the deadline
+/// less a reserve, so the run still returns its summary (and metric line) with the path failed,
+/// keeps the minted token (the write's outcome is unknown) and the next run converges once the
+/// held write has landed.
+#[tokio::test]
+async fn a_hanging_vault_write_leaves_time_for_the_summary() {
+    use dynatrace_token_rotator::deadline::Deadline;
+    use rotator_sandbox::{FaultProxy, ProxyFault, ProxyRule};
+    use std::time::{Duration, Instant};
+
+    let store = FaultProxy::start(&rotator_sandbox::Bao::shared().addr()).await;
+    let w = VaultWorld::new(&[("VAULT_ADDR", &store.url())]).await;
+    let (a, original) = w.app("app1", json!({})).await;
+    store.add_rule(
+        ProxyRule::new(ProxyFault::Delay(Duration::from_secs(8)))
+            .method("POST")
+            .path(&format!("/v1/secret/data/{a}"))
+            .times(1),
+    );
+    let budget = Duration::from_secs(5);
+    let started = Instant::now();
+    let out = tokio::time::timeout(
+        budget,
+        dynatrace_token_rotator::handler::handle(
+            &w.deps,
+            json!({"action": "rotate-vault", "paths": [a]}),
+            Deadline::after(budget),
+        ),
+    )
+    .await
+    .expect("the run returns before the Lambda deadline kills it")
+    .expect("a summary, not an error");
+    assert!(started.elapsed() < budget, "{:?}", started.elapsed());
+    assert_eq!(out["failed"], 1, "{out}");
+    assert_eq!(store.fired(), 1);
+    // The minted token is kept: the write may still land (and here it does).
+    let minted = w.live_minted();
+    assert_eq!(minted.len(), 1, "{minted:?}");
+    tokio::time::sleep(
+        Duration::from_secs(8).saturating_sub(started.elapsed()) + Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(w.read(&a).await.0, 2, "the held write landed");
+    assert_eq!(w.token_id(&a).await, minted[0].id);
+    let again = w.rotate(&[&a], false, false).await;
+    assert_eq!(again["failed"], 0, "{again}");
+    assert!(
+        w.token(&original.id).enabled,
+        "next-rotation: the original stays for the overlap"
+    );
+    w.assert_invariants(&[a]).await;
     w.assert_no_leaks();
 }

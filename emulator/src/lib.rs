@@ -290,6 +290,10 @@ pub enum FaultKind {
         /// Value of the `Retry-After` header, in seconds.
         #[serde(default)]
         retry_after_secs: Option<u64>,
+        /// Send `Retry-After` as an HTTP date (now + `retry_after_secs`) instead of seconds;
+        /// RFC 9110 allows both forms.
+        #[serde(default)]
+        retry_after_as_date: bool,
     },
     /// Perform the request fully (state changes happen), then close the connection
     /// without sending a response.
@@ -310,6 +314,7 @@ impl FaultKind {
         FaultKind::Status {
             status,
             retry_after_secs: None,
+            retry_after_as_date: false,
         }
     }
 
@@ -318,6 +323,16 @@ impl FaultKind {
         FaultKind::Status {
             status: 429,
             retry_after_secs: Some(retry_after_secs),
+            retry_after_as_date: false,
+        }
+    }
+
+    /// `429` with `Retry-After` as the HTTP date `secs` seconds from now.
+    pub fn throttled_until(secs: u64) -> FaultKind {
+        FaultKind::Status {
+            status: 429,
+            retry_after_secs: Some(secs),
+            retry_after_as_date: true,
         }
     }
 }

@@ -103,13 +103,29 @@ async fn handle(
         Some(FaultKind::Status {
             status,
             retry_after_secs,
+            retry_after_as_date,
         }) => {
             let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = code.canonical_reason().unwrap_or("Injected fault");
             let mut resp = error_response(code, message);
             if let Some(secs) = retry_after_secs {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                let value = if retry_after_as_date {
+                    // An HTTP date has whole seconds: round up so the wait is at least `secs`.
+                    let at = jiff::Timestamp::now().as_second() + secs as i64 + 1;
+                    jiff::Timestamp::from_second(at)
+                        .ok()
+                        .and_then(|at| {
+                            jiff::fmt::rfc2822::DateTimePrinter::new()
+                                .timestamp_to_rfc9110_string(&at)
+                                .ok()
+                        })
+                        .and_then(|s| HeaderValue::from_str(&s).ok())
+                } else {
+                    Some(HeaderValue::from(secs))
+                };
+                if let Some(v) = value {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
             }
             record(Some(code.as_u16()));
             Ok(resp)

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 use super::VaultError;
 use super::http::{Req, Transport};
 
-/// The STS endpoint the IAM login request is signed for; Vault replays it to its own configured
-/// STS endpoint using this URL's host.
+/// The global STS endpoint, which the IAM login request is signed for when the signing region is
+/// the default ([`DEFAULT_AWS_REGION`]); Vault replays the request with this URL's host.
 pub const STS_URL: &str = "https://sts.amazonaws.com/";
 /// The signed STS request body.
 pub const STS_BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
@@ -33,6 +33,21 @@ pub const IAM_SERVER_ID_HEADER: &str = "X-Vault-AWS-IAM-Server-ID";
 pub const DEFAULT_AWS_MOUNT: &str = "aws";
 /// Default STS signing region (matches the global endpoint Vault uses by default).
 pub const DEFAULT_AWS_REGION: &str = "us-east-1";
+
+/// The STS endpoint a login request signed for `region` must name: the global endpoint for the
+/// default region, else the regional one (`https://sts.<region>.amazonaws.com/`, `.com.cn` in
+/// the China partition). SigV4 signs the `host` header, so a request signed for `eu-west-1` but
+/// addressed to the global host is refused by STS when Vault replays it; Vault's own
+/// `sts_endpoint` must name the same host.
+pub fn sts_url(region: &str) -> String {
+    if region == DEFAULT_AWS_REGION {
+        STS_URL.to_owned()
+    } else if region.starts_with("cn-") {
+        format!("https://sts.{region}.amazonaws.com.cn/")
+    } else {
+        format!("https://sts.{region}.amazonaws.com/")
+    }
+}
 
 /// Log in this long before a login token's lease ends.
 const RENEW_MARGIN: Duration = Duration::from_secs(30);
@@ -72,6 +87,35 @@ impl AuthMethod {
             AuthMethod::Aws { role, mount, .. } => format!("aws (mount {mount:?}, role {role:?})"),
         }
     }
+}
+
+/// Check a static token again this long after its lookup failed for a reason other than refusal.
+const RECHECK_AFTER_FAILED_LOOKUP: Duration = Duration::from_secs(60);
+/// Warn when a static token that cannot be renewed has less than this left.
+const STATIC_TOKEN_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The part of `auth/token/lookup-self`'s answer the session uses.
+#[derive(serde::Deserialize)]
+struct TokenInfo {
+    /// Seconds left; `0` for a token that never expires (root).
+    #[serde(default)]
+    ttl: u64,
+    /// Whether `renew-self` may extend it.
+    #[serde(default)]
+    renewable: bool,
+    /// The TTL it was created (or last renewed) with, in seconds.
+    #[serde(default)]
+    creation_ttl: u64,
+}
+
+/// What Vault said about a token.
+enum Lookup {
+    /// The token is valid.
+    Alive(TokenInfo),
+    /// Vault refused the token itself (expired, revoked, or without the `default` policy).
+    Refused,
+    /// No verdict (unreachable, 5xx, unreadable answer).
+    Unavailable(VaultError),
 }
 
 /// The token currently in use and, for login tokens, when it should be replaced.
@@ -184,7 +228,12 @@ impl Session {
         deadline: Option<Instant>,
     ) -> Result<bool, VaultError> {
         if matches!(self.method, AuthMethod::Token(_)) {
-            return Ok(false);
+            // A static token cannot be replaced; tell an expired or revoked token (Vault
+            // refuses the token itself) from a policy that does not allow the operation.
+            return match self.lookup_self(refused, deadline).await {
+                Lookup::Refused => Err(VaultError::TokenExpired),
+                Lookup::Alive(_) | Lookup::Unavailable(_) => Ok(false),
+            };
         }
         let mut state = self.state.lock().await;
         if let Some(s) = state.as_ref()
@@ -239,6 +288,12 @@ impl Session {
     /// `auth/token/lookup-self` with `token`: `true` only on success (any failure, including a
     /// token without the default policy, counts as "not known to be alive").
     async fn token_is_alive(&self, token: &SecretString, deadline: Option<Instant>) -> bool {
+        matches!(self.lookup_self(token, deadline).await, Lookup::Alive(_))
+    }
+
+    /// Asks Vault about `token` itself (`auth/token/lookup-self`, allowed by the `default`
+    /// policy). The answer's body holds the token's accessor and policies, never its value.
+    async fn lookup_self(&self, token: &SecretString, deadline: Option<Instant>) -> Lookup {
         let path = "auth/token/lookup-self";
         let resp = self
             .http
@@ -255,17 +310,128 @@ impl Session {
                 deadline,
             )
             .await;
-        matches!(resp, Ok(r) if r.status.is_success())
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => return Lookup::Unavailable(e),
+        };
+        if resp.status == StatusCode::FORBIDDEN || resp.status == StatusCode::UNAUTHORIZED {
+            return Lookup::Refused;
+        }
+        if !resp.status.is_success() {
+            return Lookup::Unavailable(resp.api_error("token lookup", path));
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            data: TokenInfo,
+        }
+        match serde_json::from_slice::<Body>(&resp.body) {
+            Ok(b) => Lookup::Alive(b.data),
+            Err(e) => Lookup::Unavailable(VaultError::Decode {
+                op: "token lookup",
+                path: path.to_owned(),
+                detail: super::describe_json_error(&e),
+            }),
+        }
+    }
+
+    /// Checks a static `VAULT_TOKEN` before first use: refused by Vault is
+    /// [`VaultError::TokenExpired`]; a renewable token past half its TTL is renewed
+    /// (`auth/token/renew-self`), so a token used by a daily schedule never runs out; a token
+    /// that cannot be renewed and ends within a week is logged as a warning. The state is
+    /// checked again after half the remaining TTL in a long-lived process.
+    async fn check_static(
+        &self,
+        token: &SecretString,
+        deadline: Option<Instant>,
+    ) -> Result<TokenState, VaultError> {
+        let started = Instant::now();
+        let info = match self.lookup_self(token, deadline).await {
+            Lookup::Refused => return Err(VaultError::TokenExpired),
+            Lookup::Unavailable(e) => {
+                // Not a verdict on the token: use it and let the requests themselves tell.
+                tracing::warn!(error = %e, "could not look up VAULT_TOKEN; using it unchecked");
+                return Ok(TokenState {
+                    token: token.clone(),
+                    renew_at: Some(started + RECHECK_AFTER_FAILED_LOOKUP),
+                });
+            }
+            Lookup::Alive(info) => info,
+        };
+        let mut ttl = info.ttl;
+        let past_half = info.creation_ttl == 0 || ttl.saturating_mul(2) < info.creation_ttl;
+        if info.renewable && ttl > 0 && past_half {
+            match self.renew_self(token, deadline).await {
+                Ok(new_ttl) => {
+                    tracing::info!(
+                        ttl_seconds_before = ttl,
+                        ttl_seconds = new_ttl,
+                        "renewed VAULT_TOKEN"
+                    );
+                    ttl = new_ttl;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, ttl_seconds = ttl, "could not renew VAULT_TOKEN; it stays valid until its TTL ends")
+                }
+            }
+        }
+        if ttl > 0 && ttl < STATIC_TOKEN_WARNING.as_secs() && !info.renewable {
+            tracing::warn!(
+                ttl_seconds = ttl,
+                "VAULT_TOKEN cannot be renewed and expires soon: issue a new token and update VAULT_TOKEN"
+            );
+        }
+        Ok(TokenState {
+            token: token.clone(),
+            renew_at: (ttl > 0).then(|| started + Duration::from_secs(ttl / 2)),
+        })
+    }
+
+    /// `auth/token/renew-self`; returns the new TTL in seconds.
+    async fn renew_self(
+        &self,
+        token: &SecretString,
+        deadline: Option<Instant>,
+    ) -> Result<u64, VaultError> {
+        let path = "auth/token/renew-self";
+        let resp = self
+            .http
+            .send(
+                &Req {
+                    method: Method::POST,
+                    url: self.http.url(&[path]),
+                    body: Some((b"{}", "application/json")),
+                    token: Some(token),
+                    idempotent: true,
+                    op: "token renewal",
+                    path,
+                },
+                deadline,
+            )
+            .await?;
+        if !resp.status.is_success() {
+            return Err(resp.api_error("token renewal", path));
+        }
+        #[derive(serde::Deserialize)]
+        struct Body {
+            auth: Auth,
+        }
+        #[derive(serde::Deserialize)]
+        struct Auth {
+            #[serde(default)]
+            lease_duration: u64,
+        }
+        serde_json::from_slice::<Body>(&resp.body)
+            .map(|b| b.auth.lease_duration)
+            .map_err(|e| VaultError::Decode {
+                op: "token renewal",
+                path: path.to_owned(),
+                detail: super::describe_json_error(&e),
+            })
     }
 
     async fn do_login(&self, deadline: Option<Instant>) -> Result<TokenState, VaultError> {
         let (path, body) = match &self.method {
-            AuthMethod::Token(t) => {
-                return Ok(TokenState {
-                    token: t.clone(),
-                    renew_at: None,
-                });
-            }
+            AuthMethod::Token(t) => return self.check_static(t, deadline).await,
             AuthMethod::AppRole { role_id, secret_id } => (
                 "auth/approle/login".to_owned(),
                 json!({"role_id": role_id, "secret_id": secret_id.expose_secret()}),
@@ -373,7 +539,7 @@ impl Session {
 }
 
 /// Builds the body of `POST /v1/auth/{mount}/login` for the AWS IAM method: an STS
-/// `GetCallerIdentity` request to [`STS_URL`], SigV4-signed (service `sts`, `region`) at `now`
+/// `GetCallerIdentity` request to [`sts_url`]`(region)`, SigV4-signed (service `sts`, `region`) at `now`
 /// with `creds`, base64-encoded for Vault to replay. Signed headers: `host`, `content-type`,
 /// `x-amz-date`, `x-amz-security-token` (when the credentials carry a session token, as Lambda's
 /// do) and `X-Vault-AWS-IAM-Server-ID` when `server_id` is set. Pure, for unit tests.
@@ -386,10 +552,21 @@ pub fn build_iam_login_body(
     region: &str,
     now: SystemTime,
 ) -> Result<Value, VaultError> {
-    let host = url::Url::parse(STS_URL)
+    if region.is_empty()
+        || !region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(VaultError::InvalidConfig(format!(
+            "VAULT_AWS_STS_REGION {:?} is not an AWS region name (e.g. eu-west-1)",
+            crate::secret::redact_text(region, 64)
+        )));
+    }
+    let sts = sts_url(region);
+    let host = url::Url::parse(&sts)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))
-        .expect("STS_URL is a valid URL");
+        .expect("a region of [a-z0-9-] makes a valid host name");
     let mut headers: Vec<(String, String)> = vec![
         ("host".to_owned(), host),
         ("content-type".to_owned(), STS_CONTENT_TYPE.to_owned()),
@@ -409,7 +586,7 @@ pub fn build_iam_login_body(
         .into();
     let signable = SignableRequest::new(
         "POST",
-        STS_URL,
+        &sts,
         headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         SignableBody::Bytes(STS_BODY.as_bytes()),
     )
@@ -428,7 +605,7 @@ pub fn build_iam_login_body(
     Ok(json!({
         "role": role,
         "iam_http_request_method": "POST",
-        "iam_request_url": B64.encode(STS_URL),
+        "iam_request_url": B64.encode(&sts),
         "iam_request_body": B64.encode(STS_BODY),
         "iam_request_headers": B64.encode(header_json),
     }))
@@ -493,10 +670,31 @@ mod tests {
         assert!(!headers.contains_key("x-vault-aws-iam-server-id"));
         let auth = headers["authorization"][0].as_str().unwrap();
         assert!(auth.contains("/eu-west-1/sts/aws4_request"));
+        // Signed for a region, addressed to that region's endpoint (host is a signed header).
+        assert_eq!(
+            decode(&body, "iam_request_url"),
+            b"https://sts.eu-west-1.amazonaws.com/"
+        );
+        assert_eq!(headers["host"][0], "sts.eu-west-1.amazonaws.com");
         assert!(
             auth.contains("SignedHeaders=content-type;host;x-amz-date,"),
             "{auth}"
         );
+    }
+
+    #[test]
+    fn sts_endpoint_follows_the_region() {
+        assert_eq!(sts_url("us-east-1"), STS_URL);
+        assert_eq!(
+            sts_url("eu-central-1"),
+            "https://sts.eu-central-1.amazonaws.com/"
+        );
+        assert_eq!(
+            sts_url("cn-north-1"),
+            "https://sts.cn-north-1.amazonaws.com.cn/"
+        );
+        let creds = Credentials::new("AKIDEXAMPLE", "secretkey", None, None, "test");
+        assert!(build_iam_login_body(&creds, "r", None, "bad/region", SystemTime::now()).is_err());
     }
 
     #[test]

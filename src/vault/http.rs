@@ -16,6 +16,10 @@ use super::VaultError;
 pub(crate) const MAX_ATTEMPTS: usize = 4;
 /// Upper bound for a server-requested `Retry-After`.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long one attempt may take by default. A request that hangs (a stuck node, a write held
+/// by a proxy) is abandoned after this long, so the caller can repeat it or settle the outcome
+/// well before the Lambda deadline, instead of waiting for the function to be killed.
+pub(crate) const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An HTTP client bound to one Vault address and namespace.
 #[derive(Clone)]
@@ -23,6 +27,7 @@ pub(crate) struct Transport {
     client: reqwest::Client,
     addr: url::Url,
     namespace: Option<String>,
+    request_timeout: Duration,
 }
 
 /// One request to send.
@@ -75,6 +80,15 @@ impl Transport {
             client,
             addr,
             namespace,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// A clone whose attempts each time out after `timeout` (at most; never past the deadline).
+    pub fn with_request_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            request_timeout: timeout,
+            ..self.clone()
         }
     }
 
@@ -141,9 +155,8 @@ impl Transport {
             if let Some((body, content_type)) = req.body {
                 rb = rb.header(CONTENT_TYPE, content_type).body(body.to_vec());
             }
-            if let Some(r) = remaining {
-                rb = rb.timeout(r);
-            }
+            rb =
+                rb.timeout(remaining.map_or(self.request_timeout, |r| r.min(self.request_timeout)));
 
             let outcome = rb.send().await;
             let resp = match outcome {
@@ -190,7 +203,7 @@ impl Transport {
                     .headers()
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
+                    .and_then(crate::deadline::parse_retry_after);
                 if let Some(delay) = next_delay(backoff.next(), retry_after, deadline) {
                     tracing::warn!(
                         op = req.op,
@@ -279,20 +292,6 @@ pub(crate) fn next_delay(
     Some(delay)
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let ts = jiff::fmt::rfc2822::DateTimeParser::new()
-        .parse_timestamp(v)
-        .ok()?;
-    let now = jiff::Timestamp::now();
-    let secs = ts.as_second().saturating_sub(now.as_second());
-    Some(Duration::from_secs(secs.max(0) as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,16 +319,6 @@ mod tests {
             t.url(&["secret", "data", "a?b#c"]).as_str(),
             "https://vault.example.com/proxy/v1/secret/data/a%3Fb%23c"
         );
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]

@@ -138,6 +138,15 @@ impl KvClient {
         }
     }
 
+    /// A clone whose requests each time out after `timeout` (default 10 s) and are then
+    /// repeated or reported as unclear; retries still stop at the deadline.
+    pub fn with_request_timeout(&self, timeout: std::time::Duration) -> Self {
+        Self {
+            http: self.http.with_request_timeout(timeout),
+            ..self.clone()
+        }
+    }
+
     /// The settings this client was built with.
     pub fn settings(&self) -> &VaultSettings {
         &self.settings

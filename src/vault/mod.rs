@@ -269,6 +269,13 @@ pub enum VaultError {
     /// AWS credentials for the IAM login could not be obtained or used for signing.
     #[error("AWS IAM login to Vault: {0}")]
     Aws(String),
+
+    /// Vault refuses the static `VAULT_TOKEN` itself (`auth/token/lookup-self` answered 403):
+    /// it expired or was revoked. Not a policy question: a new token is needed.
+    #[error(
+        "Vault refuses VAULT_TOKEN itself (auth/token/lookup-self answered 403): it has expired or been revoked, or lacks the `default` policy that allows lookup-self; issue a new token with the rotator's policy and `default`, and update VAULT_TOKEN (or use VAULT_AUTH_METHOD=approle or aws, which log in again on their own)"
+    )]
+    TokenExpired,
 }
 
 fn fmt_messages(messages: &[String]) -> String {
@@ -362,6 +369,25 @@ pub(crate) fn describe_json_error(e: &serde_json::Error) -> String {
 }
 
 impl VaultError {
+    /// The `errorType` this failure is reported with (docs/design.md §6).
+    pub fn code(&self) -> &'static str {
+        match self {
+            VaultError::PermissionDenied { .. } => "VaultPermissionDenied",
+            VaultError::TokenExpired => "VaultTokenExpired",
+            VaultError::Login { .. } | VaultError::Aws(_) => "VaultLoginFailed",
+            VaultError::NoMount { .. }
+            | VaultError::NotKvV2 { .. }
+            | VaultError::InvalidConfig(_)
+            | VaultError::Redirect { .. } => "ConfigError",
+            VaultError::InvalidPath { .. } => "MalformedEvent",
+            VaultError::Transport { .. }
+            | VaultError::Api { .. }
+            | VaultError::DeadlineExceeded { .. }
+            | VaultError::Decode { .. }
+            | VaultError::NotFound { .. } => "VaultError",
+        }
+    }
+
     /// Whether the failure leaves the outcome of a write unknown (no answer, a 5xx, a
     /// throttle, an unreadable answer), so the same CAS write must be repeated to learn it.
     pub fn is_unclear(&self) -> bool {

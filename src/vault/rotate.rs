@@ -210,8 +210,8 @@ pub async fn run(
     action: &VaultAction,
     deadline: Deadline,
 ) -> Result<Summary, RunError> {
-    let kv = backend.kv.with_deadline(deadline.instant());
-    kv.session().token_until(deadline.instant()).await?;
+    let kv = backend.kv.with_deadline(deadline.work_until());
+    kv.session().token_until(deadline.work_until()).await?;
     kv.ensure_kv_v2().await?;
     let manager_path = backend.config.manager_path.clone();
     let manager = read_manager(&kv, &manager_path).await?;
