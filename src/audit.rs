@@ -25,8 +25,7 @@ use serde::Serialize;
 
 use crate::deadline::Deadline;
 use crate::dynatrace::ApiToken;
-use crate::handler::Deps;
-use crate::sweep::{self, Problem, SweepError};
+use crate::sweep::{self, Cleanup, Problem, SweepError};
 
 /// Fields asked for in the listing.
 pub const FIELDS: &str = "+expirationDate,+lastUsedDate,+scopes,+personalAccessToken";
@@ -177,17 +176,17 @@ pub fn classify(
 }
 
 /// Runs the audit.
-pub async fn run(deps: &Deps, deadline: Deadline) -> Result<AuditReport, SweepError> {
-    let managers = sweep::load_managers(deps, deadline).await;
+pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditReport, SweepError> {
+    let managers = sweep::load_managers(cleanup, deadline).await;
     if managers.by_env.is_empty() {
-        return Err(sweep::no_managers(deps, &managers));
+        return Err(sweep::no_managers(cleanup, &managers));
     }
     let now = Timestamp::now();
-    let refs = sweep::collect_references(deps, &managers, deadline).await;
+    let refs = sweep::collect_references(cleanup, &managers, deadline).await;
     let mut environments = Vec::new();
     for mgr in &managers.by_env {
         let env = mgr.env.to_string();
-        let report = match deps
+        let report = match cleanup
             .dynatrace
             .list(&mgr.env, &mgr.token, None, FIELDS, deadline)
             .await
@@ -196,8 +195,8 @@ pub async fn run(deps: &Deps, deadline: Deadline) -> Result<AuditReport, SweepEr
                 let mut report = classify(
                     &env,
                     &tokens,
-                    deps.config.audit_expiring_days,
-                    deps.config.audit_unused_days,
+                    cleanup.config.audit_expiring_days,
+                    cleanup.config.audit_unused_days,
                     now,
                 );
                 if !refs.is_tainted(&mgr.env) {

@@ -64,9 +64,42 @@ pub struct VaultConfig {
     pub rotate_prefix: Option<String>,
 }
 
-/// How the function logs in to Vault (`VAULT_AUTH_METHOD` and its credentials); the same
-/// type the Vault session uses, with secrets held redacted.
-pub use crate::vault::auth::AuthMethod as VaultAuth;
+/// How the rotator authenticates to Vault (docs/design.md §5 `VAULT_AUTH_METHOD`). `Debug` redacts
+/// the secrets (`SecretString` prints `[REDACTED]`).
+#[derive(Clone, Debug)]
+pub enum VaultAuth {
+    /// A ready token (`VAULT_TOKEN`); it cannot be renewed by logging in again.
+    Token(SecretString),
+    /// AppRole login at `auth/approle/login` (`VAULT_ROLE_ID`, `VAULT_SECRET_ID`).
+    AppRole {
+        /// The role id (an identifier, not a secret on its own).
+        role_id: String,
+        /// The secret id (a credential).
+        secret_id: SecretString,
+    },
+    /// AWS IAM login: the Lambda's execution role signs an STS `GetCallerIdentity` request.
+    Aws {
+        /// Vault role name (`VAULT_AWS_ROLE`).
+        role: String,
+        /// Auth mount (`VAULT_AWS_MOUNT`, default `aws`).
+        mount: String,
+        /// Value for `X-Vault-AWS-IAM-Server-ID` (`VAULT_IAM_SERVER_ID`), signed when set.
+        server_id: Option<String>,
+        /// STS signing region, default `us-east-1`.
+        region: String,
+    },
+}
+
+impl VaultAuth {
+    /// A short, secret-free label for messages and logs.
+    pub fn label(&self) -> String {
+        match self {
+            VaultAuth::Token(_) => "token".to_owned(),
+            VaultAuth::AppRole { .. } => "approle".to_owned(),
+            VaultAuth::Aws { role, mount, .. } => format!("aws (mount {mount:?}, role {role:?})"),
+        }
+    }
+}
 
 /// A configuration variable with a value that is not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -246,6 +246,22 @@ pub enum DtError {
 }
 
 impl DtError {
+    /// The `errorType` this failure is reported with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DtError::Unauthorized { .. } => "DynatraceUnauthorized",
+            DtError::Forbidden { .. } => "DynatraceForbidden",
+            DtError::BadRequest { .. } => "DynatraceBadRequest",
+            DtError::NotFound { .. } => "DynatraceNotFound",
+            DtError::Unavailable { .. } => "DynatraceUnavailable",
+            DtError::Redirect { .. } => "DynatraceRedirect",
+            DtError::Transport { .. } => "DynatraceUnreachable",
+            DtError::Protocol { .. } => "DynatraceProtocolError",
+        }
+    }
+}
+
+impl DtError {
     /// Whether the request may have taken effect although no answer came back.
     pub fn is_ambiguous(&self) -> bool {
         matches!(

@@ -3,11 +3,10 @@
 //! invocations, and so that a malformed event gets a clear error instead of a generic
 //! deserialisation failure.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::secret::RotationToken;
-use crate::secrets_manager::{Step, StepRequest};
 
 /// Largest event accepted, in bytes of JSON, and the largest SQS record body (SQS's own
 /// message limit). Lambda's own limit for synchronous calls is 6 MB.
@@ -19,6 +18,49 @@ pub const MAX_SQS_ENVELOPE_BYTES: usize = 6 * 1024 * 1024;
 
 /// Most records in one SQS event (Lambda's largest batch size for a standard queue).
 pub const MAX_SQS_RECORDS: usize = 10_000;
+
+/// One of the four steps of Secrets Manager's rotation protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Step {
+    /// `createSecret`.
+    #[serde(rename = "createSecret")]
+    Create,
+    /// `setSecret`.
+    #[serde(rename = "setSecret")]
+    Set,
+    /// `testSecret`.
+    #[serde(rename = "testSecret")]
+    Test,
+    /// `finishSecret`.
+    #[serde(rename = "finishSecret")]
+    Finish,
+}
+
+impl Step {
+    /// Parses the camelCase wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "createSecret" => Self::Create,
+            "setSecret" => Self::Set,
+            "testSecret" => Self::Test,
+            "finishSecret" => Self::Finish,
+            _ => return None,
+        })
+    }
+}
+
+/// A rotation step invocation.
+#[derive(Debug, Clone)]
+pub struct StepRequest {
+    /// `SecretId` (ARN on AWS, name on moto).
+    pub secret_id: String,
+    /// `ClientRequestToken`: the pending version id.
+    pub client_request_token: String,
+    /// `Step`.
+    pub step: Step,
+    /// `RotationToken`, forwarded to `PutSecretValue` when present.
+    pub rotation_token: Option<RotationToken>,
+}
 
 /// A `rotate-vault` action (direct, scheduled with input, or an SQS record body).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -83,6 +125,17 @@ pub enum EventError {
     /// `action` is not known.
     #[error("unknown action `{0}`: expected rotate-vault, sweep or audit")]
     UnknownAction(String),
+}
+
+impl EventError {
+    /// The `errorType` this failure is reported with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EventError::UnknownStep(_) => "UnknownStep",
+            EventError::UnknownAction(_) => "UnknownAction",
+            EventError::Malformed(_) => "MalformedEvent",
+        }
+    }
 }
 
 fn field<'a>(v: &'a Value, name: &'static str) -> Result<&'a str, EventError> {

@@ -5,6 +5,7 @@
 //! The rotation of one token lives in [`rotation`]; [`secrets_manager`] is the adapter for
 //! Secrets Manager's protocol. See docs/design.md for the product and README.md for the layout.
 
+pub mod app;
 pub mod audit;
 pub mod body;
 pub mod config;
@@ -13,7 +14,6 @@ pub mod document;
 pub mod dynatrace;
 pub mod environment;
 pub mod event;
-pub mod handler;
 pub mod logging;
 pub mod marker;
 pub mod policy;

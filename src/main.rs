@@ -1,10 +1,10 @@
 //! Lambda entry point: builds the shared dependencies once per execution environment and
-//! hands every invocation to [`handler::handle`].
+//! hands every invocation to [`app::handle`].
 
+use dynatrace_token_rotator::app::{self, Deps, HandlerError};
 use dynatrace_token_rotator::config::Config;
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::{Dynatrace, RetrySettings};
-use dynatrace_token_rotator::handler::{self, Deps, HandlerError};
 use dynatrace_token_rotator::logging;
 use dynatrace_token_rotator::vault::rotate::VaultBackend;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -45,7 +45,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = Deadline::from_epoch_millis(event.context.deadline);
         tracing::debug!(request_id = %event.context.request_id, remaining = ?deadline.remaining(), "invocation");
-        handler::handle(deps, event.payload, deadline)
+        app::handle(deps, event.payload, deadline)
             .await
             .map_err(|e: HandlerError| e)
     }))

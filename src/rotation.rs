@@ -137,6 +137,27 @@ pub enum RotationError {
     },
 }
 
+impl RotationError {
+    /// The `errorType` this failure is reported with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RotationError::Document(_) => "InvalidSecretDocument",
+            RotationError::BadEnvironmentUrl(_) => "InvalidEnvironmentUrl",
+            RotationError::EnvironmentMismatch { .. } => "EnvironmentMismatch",
+            RotationError::AmbiguousEnvironment(_) => "AmbiguousEnvironment",
+            RotationError::NoManager => "ConfigError",
+            RotationError::ManagerWithoutEnvironment { .. }
+            | RotationError::BadManagerUrl { .. }
+            | RotationError::ManagerUnusable { .. } => "ManagerUnusable",
+            RotationError::Forbidden { .. } => "ForbiddenScopes",
+            RotationError::CurrentTokenUnknown { .. } => "CurrentTokenUnknown",
+            RotationError::ProofFailed { .. } => "NewTokenFailedCheck",
+            RotationError::ManagerProtected(_) => "ManagerProtected",
+            RotationError::Dynatrace { source, .. } => source.code(),
+        }
+    }
+}
+
 /// Wraps a Dynatrace error with what the rotator was doing.
 pub fn dt(context: impl Into<String>) -> impl FnOnce(DtError) -> RotationError {
     move |source| RotationError::Dynatrace {

@@ -13,59 +13,16 @@ use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::document::SecretDocument;
 use crate::dynatrace::Dynatrace;
+pub use crate::event::{Step, StepRequest};
 use crate::marker::{self, Marker};
 use crate::policy::RevokeOld;
 use crate::rotation::{
     self, Attempt, Candidate, Manager, ManagerSet, Proof, RotationError, Settlement, Stored, dt,
 };
-use crate::secret::RotationToken;
 
 const CURRENT: &str = "AWSCURRENT";
 const PENDING: &str = "AWSPENDING";
 const PREVIOUS: &str = "AWSPREVIOUS";
-
-/// One of the four steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Step {
-    /// `createSecret`.
-    #[serde(rename = "createSecret")]
-    Create,
-    /// `setSecret`.
-    #[serde(rename = "setSecret")]
-    Set,
-    /// `testSecret`.
-    #[serde(rename = "testSecret")]
-    Test,
-    /// `finishSecret`.
-    #[serde(rename = "finishSecret")]
-    Finish,
-}
-
-impl Step {
-    /// Parses the camelCase wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "createSecret" => Self::Create,
-            "setSecret" => Self::Set,
-            "testSecret" => Self::Test,
-            "finishSecret" => Self::Finish,
-            _ => return None,
-        })
-    }
-}
-
-/// A rotation step invocation.
-#[derive(Debug, Clone)]
-pub struct StepRequest {
-    /// `SecretId` (ARN on AWS, name on moto).
-    pub secret_id: String,
-    /// `ClientRequestToken`: the pending version id.
-    pub client_request_token: String,
-    /// `Step`.
-    pub step: Step,
-    /// `RotationToken`, forwarded to `PutSecretValue` when present.
-    pub rotation_token: Option<RotationToken>,
-}
 
 /// What a step did (the invocation's response; ids only).
 #[derive(Debug, Clone, Serialize)]
@@ -186,6 +143,25 @@ pub enum SmError {
         /// The failure.
         source: RotationError,
     },
+}
+
+impl SmError {
+    /// The `errorType` this failure is reported with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SmError::RotationNotEnabled(_) => "RotationNotEnabled",
+            SmError::VersionNotFound { .. } => "VersionNotFound",
+            SmError::VersionNotPending { .. } => "VersionNotPending",
+            SmError::NoCurrentValue(_) => "NoCurrentValue",
+            SmError::PendingMissing { .. } => "PendingValueMissing",
+            SmError::PendingTokenVanished { .. } => "PendingTokenVanished",
+            SmError::ManagerUnusable { .. } => "ManagerUnusable",
+            SmError::SecretNotFound(_) => "SecretNotFound",
+            SmError::Aws { .. } => "SecretsManagerError",
+            SmError::StoreOutcomeUnknown { .. } => "StoreOutcomeUnknown",
+            SmError::Rotation { source, .. } => source.code(),
+        }
+    }
 }
 
 fn aws_err<E: ProvideErrorMetadata>(op: &'static str, secret: &str) -> impl FnOnce(E) -> SmError {

@@ -74,7 +74,6 @@ use crate::deadline::Deadline;
 use crate::document::SecretDocument;
 use crate::environment::EnvironmentUrl;
 use crate::event::VaultAction;
-use crate::handler::Deps;
 use crate::marker;
 use crate::policy::{OldTokenAction, RevokeOld};
 use crate::rotation::{self, Manager, Revoked};
@@ -119,6 +118,29 @@ pub enum SweepError {
     ManagersUnusable(String),
 }
 
+impl SweepError {
+    /// The `errorType` this failure is reported with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SweepError::NotConfigured => "ConfigError",
+            SweepError::ManagersUnusable(_) => "ManagerUnusable",
+        }
+    }
+}
+
+/// What the sweep and the audit read and change: the configuration and the clients, without
+/// the rest of the invocation's dependencies.
+pub struct Cleanup<'a> {
+    /// The validated configuration.
+    pub config: &'a crate::config::Config,
+    /// Secrets Manager client (secrets that rotate with this function, manager secrets).
+    pub secrets_manager: &'a aws_sdk_secretsmanager::Client,
+    /// Dynatrace client.
+    pub dynatrace: &'a crate::dynatrace::Dynatrace,
+    /// Vault backend, when configured.
+    pub vault: Option<&'a crate::vault::rotate::VaultBackend>,
+}
+
 /// The summary of a sweep.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -152,16 +174,16 @@ pub(crate) struct Managers {
 }
 
 /// Reads every configured manager (Secrets Manager and Vault).
-pub(crate) async fn load_managers(deps: &Deps, deadline: Deadline) -> Managers {
+pub(crate) async fn load_managers(cleanup: &Cleanup<'_>, deadline: Deadline) -> Managers {
     let mut all = Vec::new();
     let mut errors = Vec::new();
     let mut incomplete = false;
     let mut vault = None;
-    if !deps.config.manager_secret_ids.is_empty() {
+    if !cleanup.config.manager_secret_ids.is_empty() {
         let ctx = SmContext {
-            config: &deps.config,
-            sm: &deps.secrets_manager,
-            dt: &deps.dynatrace,
+            config: cleanup.config,
+            sm: cleanup.secrets_manager,
+            dt: cleanup.dynatrace,
         };
         let set = secrets_manager::load_managers(&ctx).await;
         all.extend(set.usable);
@@ -173,7 +195,7 @@ pub(crate) async fn load_managers(deps: &Deps, deadline: Deadline) -> Managers {
             incomplete = true;
         }
     }
-    if let Some(backend) = &deps.vault {
+    if let Some(backend) = &cleanup.vault {
         let kv = backend.kv.with_deadline(deadline.work_until());
         let path = backend.config.manager_path.clone();
         let read: Result<Manager, RunError> = async {
@@ -199,7 +221,7 @@ pub(crate) async fn load_managers(deps: &Deps, deadline: Deadline) -> Managers {
         let id = match m.token.derived_id() {
             Some(id) => Some(id),
             // A legacy manager token: its id comes from a lookup of itself.
-            None => match deps
+            None => match cleanup
                 .dynatrace
                 .lookup(&m.env, &m.token, &m.token, deadline)
                 .await
@@ -235,8 +257,8 @@ pub(crate) async fn load_managers(deps: &Deps, deadline: Deadline) -> Managers {
 }
 
 /// The run could not start: no managers at all.
-pub(crate) fn no_managers(deps: &Deps, managers: &Managers) -> SweepError {
-    if deps.config.manager_secret_ids.is_empty() && deps.vault.is_none() {
+pub(crate) fn no_managers(cleanup: &Cleanup<'_>, managers: &Managers) -> SweepError {
+    if cleanup.config.manager_secret_ids.is_empty() && cleanup.vault.is_none() {
         SweepError::NotConfigured
     } else {
         SweepError::ManagersUnusable(
@@ -306,15 +328,15 @@ struct Found {
 /// Runs a sweep. Returns the summary whenever it ran (problems included); an error only when
 /// no manager could be used.
 pub async fn run(
-    deps: &Deps,
+    cleanup: &Cleanup<'_>,
     dry_run: bool,
     deadline: Deadline,
 ) -> Result<SweepSummary, SweepError> {
-    let managers = load_managers(deps, deadline).await;
+    let managers = load_managers(cleanup, deadline).await;
     if managers.by_env.is_empty() {
-        return Err(no_managers(deps, &managers));
+        return Err(no_managers(cleanup, &managers));
     }
-    let refs = collect_references(deps, &managers, deadline).await;
+    let refs = collect_references(cleanup, &managers, deadline).await;
     let mut summary = SweepSummary {
         action: "sweep",
         dry_run,
@@ -325,7 +347,7 @@ pub async fn run(
     };
     for mgr in &managers.by_env {
         sweep_environment(
-            deps,
+            cleanup,
             mgr,
             &managers.manager_ids,
             &refs,
@@ -351,7 +373,7 @@ pub async fn run(
 /// Reads every store the deployment covers and collects what it references (shared by the
 /// sweep and the audit).
 pub(crate) async fn collect_references(
-    deps: &Deps,
+    cleanup: &Cleanup<'_>,
     managers: &Managers,
     deadline: Deadline,
 ) -> References {
@@ -366,12 +388,12 @@ pub(crate) async fn collect_references(
             "a configured manager token could not be read, so its id is unknown: nothing is disabled or deleted",
         ));
     }
-    if !deps.config.manager_secret_ids.is_empty() {
-        collect_secrets_manager(deps, managers, &mut refs, deadline).await;
+    if !cleanup.config.manager_secret_ids.is_empty() {
+        collect_secrets_manager(cleanup, managers, &mut refs, deadline).await;
     }
-    if let (Some(backend), Some((kv, vmgr))) = (&deps.vault, &managers.vault) {
+    if let (Some(backend), Some((kv, vmgr))) = (&cleanup.vault, &managers.vault) {
         refs.deployments.insert(backend.scope().deployment_key());
-        collect_vault(deps, backend, kv, vmgr, &mut refs, deadline).await;
+        collect_vault(cleanup, backend, kv, vmgr, &mut refs, deadline).await;
     }
     refs
 }
@@ -407,12 +429,12 @@ pub fn names_function(arn: &str, name: &str) -> bool {
 }
 
 async fn collect_secrets_manager(
-    deps: &Deps,
+    cleanup: &Cleanup<'_>,
     managers: &Managers,
     refs: &mut References,
     deadline: Deadline,
 ) {
-    let Some(function) = deps.config.function_name.as_deref() else {
+    let Some(function) = cleanup.config.function_name.as_deref() else {
         refs.fail(
             None,
             Problem::new(
@@ -422,7 +444,7 @@ async fn collect_secrets_manager(
         );
         return;
     };
-    let sm = &deps.secrets_manager;
+    let sm = &cleanup.secrets_manager;
     let mut secrets = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -468,10 +490,10 @@ async fn collect_secrets_manager(
     );
     let found: Vec<(String, Found)> = futures::stream::iter(secrets)
         .map(|id| async move {
-            let f = read_sm_secret(deps, managers, &id, deadline).await;
+            let f = read_sm_secret(cleanup, managers, &id, deadline).await;
             (id, f)
         })
-        .buffer_unordered(deps.config.rotation_concurrency)
+        .buffer_unordered(cleanup.config.rotation_concurrency)
         .collect()
         .await;
     for (id, f) in found {
@@ -485,12 +507,12 @@ async fn collect_secrets_manager(
 }
 
 async fn read_sm_secret(
-    deps: &Deps,
+    cleanup: &Cleanup<'_>,
     managers: &Managers,
     secret: &str,
     deadline: Deadline,
 ) -> Found {
-    let sm = &deps.secrets_manager;
+    let sm = &cleanup.secrets_manager;
     let mut found = Found::default();
     let aws_problem = |op: &str, code: Option<&str>, msg: Option<&str>| {
         Problem::new(
@@ -533,7 +555,7 @@ async fn read_sm_secret(
             continue;
         };
         match SecretDocument::parse(text.expose_secret()) {
-            Ok(doc) => match document_ids(deps, managers, &doc, deadline).await {
+            Ok(doc) => match document_ids(cleanup, managers, &doc, deadline).await {
                 Ok(ids) => found.ids.extend(ids),
                 Err((env, why)) => {
                     found.failure = Some((env, Problem::new(secret, why)));
@@ -550,7 +572,7 @@ async fn read_sm_secret(
 /// The id of the token a document holds. A legacy token without `tokenId` is looked up with the manager of
 /// its environment; an environment that is not one of ours cannot hold our tokens.
 async fn document_ids(
-    deps: &Deps,
+    cleanup: &Cleanup<'_>,
     managers: &Managers,
     doc: &SecretDocument,
     deadline: Deadline,
@@ -574,7 +596,7 @@ async fn document_ids(
             ));
         }
     };
-    match rotation::token_id_of(&deps.dynatrace, mgr, doc, deadline).await {
+    match rotation::token_id_of(cleanup.dynatrace, mgr, doc, deadline).await {
         Ok(id) => Ok(id.into_iter().collect()),
         Err(e) => Err((
             Some(mgr.env.clone()),
@@ -584,7 +606,7 @@ async fn document_ids(
 }
 
 async fn collect_vault(
-    deps: &Deps,
+    cleanup: &Cleanup<'_>,
     backend: &crate::vault::rotate::VaultBackend,
     kv: &KvClient,
     vmgr: &Manager,
@@ -621,10 +643,10 @@ async fn collect_vault(
     let managers = std::slice::from_ref(vmgr);
     let found: Vec<(String, VaultPathRefs)> = futures::stream::iter(paths)
         .map(|path| async move {
-            let r = read_vault_path(deps, kv, managers, &path, deadline).await;
+            let r = read_vault_path(cleanup, kv, managers, &path, deadline).await;
             (path, r)
         })
-        .buffer_unordered(deps.config.rotation_concurrency)
+        .buffer_unordered(cleanup.config.rotation_concurrency)
         .collect()
         .await;
     let scope = backend.scope();
@@ -663,7 +685,7 @@ type VaultPathRefs = Result<(Vec<String>, Option<u64>, Option<String>), String>;
 /// `previousTokenId`, and an earlier stored value looks up to it. Never a token the rotator
 /// disabled before (someone re-enabled it: theirs to decide).
 async fn overdue_vault_revocation(
-    deps: &Deps,
+    cleanup: &Cleanup<'_>,
     kv: &KvClient,
     mgr: &Manager,
     path: &str,
@@ -698,7 +720,7 @@ async fn overdue_vault_revocation(
                 if d.token.derived_id().is_some_and(|id| id != hint) {
                     return None;
                 }
-                let found = deps
+                let found = cleanup
                     .dynatrace
                     .lookup(&mgr.env, &mgr.token, &d.token, deadline)
                     .await
@@ -715,7 +737,7 @@ async fn overdue_vault_revocation(
 }
 
 async fn read_vault_path(
-    deps: &Deps,
+    cleanup: &Cleanup<'_>,
     kv: &KvClient,
     vmgr: &[Manager],
     path: &str,
@@ -740,14 +762,14 @@ async fn read_vault_path(
             match doc.token_id_hint() {
                 Some(id) => ids.push(id),
                 None => ids.extend(
-                    rotation::token_id_of(&deps.dynatrace, mgr, &doc, deadline)
+                    rotation::token_id_of(cleanup.dynatrace, mgr, &doc, deadline)
                         .await
                         .map_err(|e| e.to_string())?,
                 ),
             }
-            let overdue = match deps.config.revoke_old {
+            let overdue = match cleanup.config.revoke_old {
                 RevokeOld::NextRotation | RevokeOld::Immediately => {
-                    overdue_vault_revocation(deps, kv, mgr, path, entry.version, &doc, deadline)
+                    overdue_vault_revocation(cleanup, kv, mgr, path, entry.version, &doc, deadline)
                         .await
                 }
                 _ => None,
@@ -865,14 +887,14 @@ pub fn verdict(
 }
 
 async fn sweep_environment(
-    deps: &Deps,
+    cleanup: &Cleanup<'_>,
     mgr: &Manager,
     manager_ids: &BTreeSet<String>,
     refs: &References,
     summary: &mut SweepSummary,
     deadline: Deadline,
 ) {
-    let dt = &deps.dynatrace;
+    let dt = &cleanup.dynatrace;
     let tokens = match dt
         .list(&mgr.env, &mgr.token, None, "+modifiedDate", deadline)
         .await
@@ -889,7 +911,7 @@ async fn sweep_environment(
     let tainted = refs.is_tainted(&mgr.env);
     let now = Timestamp::now();
     let today = crate::policy::today();
-    let days = deps.config.delete_disabled_after_days;
+    let days = cleanup.config.delete_disabled_after_days;
     for t in tokens {
         let id = t.id_str().to_owned();
         let mut v = verdict(

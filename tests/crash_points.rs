@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
+use dynatrace_token_rotator::app::{self, Deps};
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::Dynatrace;
-use dynatrace_token_rotator::handler::{self, Deps};
 use serde_json::json;
 use support::{VaultWorld, World};
 
@@ -87,7 +87,7 @@ async fn run_steps(deps: Arc<Deps>, secret: String, version: String) -> bool {
         for step in STEPS {
             let ev = json!({"Step": step, "SecretId": secret, "ClientRequestToken": version});
             // an error (not a crash) stops the rotation, as it would in Secrets Manager
-            if handler::handle(&deps, ev, Deadline::none()).await.is_err() {
+            if app::handle(&deps, ev, Deadline::none()).await.is_err() {
                 return;
             }
         }
@@ -179,9 +179,7 @@ async fn vault_rotation_survives_a_crash_between_any_two_dynatrace_calls() {
     let calls = Arc::new(Calls::default());
     let deps = counted(&w.deps, &calls, false);
     let action = json!({"action": "rotate-vault", "paths": [path], "force": true});
-    handler::handle(&deps, action, Deadline::none())
-        .await
-        .unwrap();
+    app::handle(&deps, action, Deadline::none()).await.unwrap();
     let total = calls.n.load(Ordering::SeqCst);
     drop(w);
     assert!(total >= 6, "{total}");
@@ -199,7 +197,7 @@ async fn vault_rotation_survives_a_crash_between_any_two_dynatrace_calls() {
         let deps = counted(&w.deps, &calls, false);
         let action = json!({"action": "rotate-vault", "paths": [path.clone()], "force": true});
         let crashed =
-            tokio::spawn(async move { handler::handle(&deps, action, Deadline::none()).await })
+            tokio::spawn(async move { app::handle(&deps, action, Deadline::none()).await })
                 .await
                 .is_err();
         assert!(crashed, "crash point {crash_at} was not reached");

@@ -44,8 +44,8 @@ use std::time::Duration;
 use aws_sdk_secretsmanager::config::retry::RetryConfig;
 use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch, RequestRecord, SeedToken};
+use dynatrace_token_rotator::app::{self, Deps, HandlerError};
 use dynatrace_token_rotator::deadline::Deadline;
-use dynatrace_token_rotator::handler::{self, Deps, HandlerError};
 use rotator_sandbox::{Bao, FaultProxy, Moto, ProxyCall, ProxyFault, ProxyRule, sm};
 use serde_json::{Value, json};
 use support::{APP_SCOPES, ROTATION_TOKEN, VaultWorld, World};
@@ -324,7 +324,7 @@ async fn faulted_invoke(
             Deadline::after(Duration::from_secs(60)),
         )
     };
-    let out = tokio::time::timeout(budget, handler::handle(deps, payload, deadline)).await;
+    let out = tokio::time::timeout(budget, app::handle(deps, payload, deadline)).await;
     let out: Result<Value, String> = match out {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(describe(&e)),

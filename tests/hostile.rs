@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch};
+use dynatrace_token_rotator::app::{self, Deps, HandlerError};
 use dynatrace_token_rotator::config::Config;
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::Dynatrace;
 use dynatrace_token_rotator::environment::EnvironmentUrl;
 use dynatrace_token_rotator::event::MAX_EVENT_BYTES;
-use dynatrace_token_rotator::handler::{self, Deps, HandlerError};
 use dynatrace_token_rotator::logging;
 use dynatrace_token_rotator::vault::rotate::VaultBackend;
 use rotator_sandbox::{LogCapture, Moto, sm};
@@ -244,7 +244,7 @@ impl StubDtWorld {
     }
 
     async fn create(&self) -> Result<Value, HandlerError> {
-        handler::handle(
+        app::handle(
             &self.deps,
             json!({"Step": "createSecret", "SecretId": self.secret, "ClientRequestToken": self.version, "RotationToken": ROTATION_TOKEN}),
             Deadline::after(Duration::from_secs(30)),
@@ -823,7 +823,7 @@ async fn vault_redirect_is_not_followed() {
     let vault_token = "s.StubVaultTokenNeverLogMe0123";
     let (guard, logs) = LogCapture::install_with_filter(&logging::directives("trace"));
     let deps = vault_deps(&vault.url(), vault_token);
-    let e = handler::handle(
+    let e = app::handle(
         &deps,
         json!({"action": "rotate-vault", "paths": ["dynatrace/app1"]}),
         Deadline::after(Duration::from_secs(20)),
@@ -977,7 +977,7 @@ async fn huge_and_malformed_bodies_from_vault() {
             let stub = Stub::start(fixed(status, "application/json", body.clone())).await;
             let (guard, logs) = LogCapture::install_with_filter(&logging::directives("trace"));
             let deps = vault_deps(&stub.url(), vault_token);
-            let r = handler::handle(
+            let r = app::handle(
                 &deps,
                 json!({"action": "rotate-vault", "paths": ["dynatrace/app1"]}),
                 Deadline::after(Duration::from_secs(20)),

@@ -400,7 +400,7 @@ async fn bad_input_is_refused_without_any_change() {
         .await;
     let mut weak_world_cfg = w.deps.config.clone();
     weak_world_cfg.manager_secret_ids = vec![weak_secret];
-    let deps = dynatrace_token_rotator::handler::Deps {
+    let deps = dynatrace_token_rotator::app::Deps {
         config: weak_world_cfg,
         secrets_manager: w.sm.clone(),
         dynatrace: dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
@@ -411,7 +411,7 @@ async fn bad_input_is_refused_without_any_change() {
     let v = w.begin(&s).await;
     let before = w.stages(&s).await;
     let n = w.emu.issued_values().len();
-    let err = dynatrace_token_rotator::handler::handle(
+    let err = dynatrace_token_rotator::app::handle(
         &deps,
         step(&s, &v, "createSecret"),
         dynatrace_token_rotator::deadline::Deadline::none(),
@@ -504,7 +504,7 @@ async fn environment_url_may_be_omitted_with_one_manager_but_not_with_several() 
     let other = w.secret_with(&json!({"environmentUrl": "https://other.live.dynatrace.com", "token": w.manager.value}).to_string()).await;
     let mut config = w.deps.config.clone();
     config.manager_secret_ids.push(other);
-    let deps = dynatrace_token_rotator::handler::Deps {
+    let deps = dynatrace_token_rotator::app::Deps {
         config,
         secrets_manager: w.sm.clone(),
         dynatrace: dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
@@ -514,7 +514,7 @@ async fn environment_url_may_be_omitted_with_one_manager_but_not_with_several() 
     let v = w.begin(&secret).await;
     let before = w.emu.issued_values().len();
     let ev = json!({"Step": "createSecret", "SecretId": secret, "ClientRequestToken": v});
-    let err = dynatrace_token_rotator::handler::handle(
+    let err = dynatrace_token_rotator::app::handle(
         &deps,
         ev,
         dynatrace_token_rotator::deadline::Deadline::none(),

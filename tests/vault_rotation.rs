@@ -588,7 +588,7 @@ async fn a_hanging_vault_write_leaves_time_for_the_summary() {
     let started = Instant::now();
     let out = tokio::time::timeout(
         budget,
-        dynatrace_token_rotator::handler::handle(
+        dynatrace_token_rotator::app::handle(
             &w.deps,
             json!({"action": "rotate-vault", "paths": [a]}),
             Deadline::after(budget),

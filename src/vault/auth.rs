@@ -52,42 +52,8 @@ pub fn sts_url(region: &str) -> String {
 /// Log in this long before a login token's lease ends.
 const RENEW_MARGIN: Duration = Duration::from_secs(30);
 
-/// How the rotator authenticates to Vault (docs/design.md §5 `VAULT_AUTH_METHOD`). `Debug` redacts
-/// the secrets (`SecretString` prints `[REDACTED]`).
-#[derive(Clone, Debug)]
-pub enum AuthMethod {
-    /// A ready token (`VAULT_TOKEN`); it cannot be renewed by logging in again.
-    Token(SecretString),
-    /// AppRole login at `auth/approle/login` (`VAULT_ROLE_ID`, `VAULT_SECRET_ID`).
-    AppRole {
-        /// The role id (an identifier, not a secret on its own).
-        role_id: String,
-        /// The secret id (a credential).
-        secret_id: SecretString,
-    },
-    /// AWS IAM login: the Lambda's execution role signs an STS `GetCallerIdentity` request.
-    Aws {
-        /// Vault role name (`VAULT_AWS_ROLE`).
-        role: String,
-        /// Auth mount (`VAULT_AWS_MOUNT`, default `aws`).
-        mount: String,
-        /// Value for `X-Vault-AWS-IAM-Server-ID` (`VAULT_IAM_SERVER_ID`), signed when set.
-        server_id: Option<String>,
-        /// STS signing region, default `us-east-1`.
-        region: String,
-    },
-}
-
-impl AuthMethod {
-    /// A short, secret-free label for messages and logs.
-    pub fn label(&self) -> String {
-        match self {
-            AuthMethod::Token(_) => "token".to_owned(),
-            AuthMethod::AppRole { .. } => "approle".to_owned(),
-            AuthMethod::Aws { role, mount, .. } => format!("aws (mount {mount:?}, role {role:?})"),
-        }
-    }
-}
+/// How the rotator authenticates to Vault: defined with the configuration it comes from.
+pub use crate::config::VaultAuth as AuthMethod;
 
 /// Check a static token again this long after its lookup failed for a reason other than refusal.
 const RECHECK_AFTER_FAILED_LOOKUP: Duration = Duration::from_secs(60);

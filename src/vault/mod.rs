@@ -16,8 +16,6 @@ pub mod rotate;
 
 mod http;
 
-use std::net::IpAddr;
-
 use reqwest::StatusCode;
 
 pub use auth::{AuthMethod, Session};
@@ -81,36 +79,17 @@ pub fn http_client() -> Result<reqwest::Client, VaultError> {
         .map_err(|e| VaultError::InvalidConfig(format!("cannot build the HTTP client: {e}")))
 }
 
-/// Checks the docs/design.md §5 URL rule for a Vault address: `https://`, or `http://` on loopback only;
-/// no user-info, query or fragment.
+/// Checks a Vault address against the one URL rule of the project
+/// ([`crate::environment::checked_base_url`]: `https://`, or `http://` on loopback only; no
+/// user-info, query or fragment), naming `VAULT_ADDR` in the error.
 pub fn check_addr(addr: &url::Url) -> Result<(), VaultError> {
-    if !addr.username().is_empty() || addr.password().is_some() {
-        return Err(VaultError::InvalidConfig(
-            "VAULT_ADDR must not contain credentials; use VAULT_AUTH_METHOD instead".into(),
-        ));
-    }
-    if addr.query().is_some() || addr.fragment().is_some() {
-        return Err(VaultError::InvalidConfig(
-            "VAULT_ADDR must not carry a query or fragment".into(),
-        ));
-    }
-    let loopback = match addr.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    };
-    match addr.scheme() {
-        "https" if addr.host().is_some() => Ok(()),
-        "http" if loopback => Ok(()),
-        "http" => Err(VaultError::InvalidConfig(format!(
-            "VAULT_ADDR {} uses http:// on a non-loopback host; use https://",
-            addr
-        ))),
-        other => Err(VaultError::InvalidConfig(format!(
-            "VAULT_ADDR scheme {other:?} is not supported; use https:// (http:// only on loopback)"
-        ))),
-    }
+    crate::environment::checked_base_url(addr.as_str())
+        .map(|_| ())
+        .map_err(|e| {
+            VaultError::InvalidConfig(format!(
+                "VAULT_ADDR: {e}; use VAULT_AUTH_METHOD for credentials"
+            ))
+        })
 }
 
 /// Checks a slash-separated path for segments that would change its meaning once put in a URL.

@@ -187,6 +187,18 @@ pub enum RunError {
     },
 }
 
+impl RunError {
+    /// The `errorType` this failure is reported with.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RunError::NotConfigured | RunError::NoPaths => "ConfigError",
+            RunError::BadPath { .. } => "MalformedEvent",
+            RunError::Vault(v) => v.code(),
+            RunError::Manager { .. } => "ManagerUnusable",
+        }
+    }
+}
+
 /// Everything a run shares.
 struct Run<'a> {
     config: &'a Config,

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client as SmClient;
 use dynatrace_emulator::{Emulator, SeedToken, Seeded, TokenState};
+use dynatrace_token_rotator::app::{self, Deps, HandlerError};
 use dynatrace_token_rotator::config::Config;
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::{Dynatrace, RetrySettings};
-use dynatrace_token_rotator::handler::{self, Deps, HandlerError};
 use dynatrace_token_rotator::{logging, marker};
 use rotator_sandbox::{LogCapture, Moto, sm};
 use serde_json::{Value, json};
@@ -128,7 +128,7 @@ impl World {
 
     /// Invokes the handler with a raw payload.
     pub async fn invoke(&self, payload: Value) -> Result<Value, HandlerError> {
-        let out = handler::handle(
+        let out = app::handle(
             &self.deps,
             payload,
             Deadline::after(Duration::from_secs(60)),
@@ -351,7 +351,7 @@ impl VaultWorld {
 
     /// Invokes the handler with a raw payload.
     pub async fn invoke(&self, payload: Value) -> Result<Value, HandlerError> {
-        let out = handler::handle(
+        let out = app::handle(
             &self.deps,
             payload,
             Deadline::after(Duration::from_secs(120)),

@@ -1,20 +1,22 @@
-//! The Lambda handler: shared dependencies built once per execution environment, the
-//! dispatch of each invocation kind, and the mapping of failures to Lambda error types an
-//! operator can act on (`RotationNotEnabled`, `DynatraceForbidden`, ...).
+//! The application: the dependencies built once per execution environment ([`Deps`]), the
+//! dispatch of each invocation kind to its backend or clean-up, and the failure every
+//! invocation reports (an `errorType` an operator can act on, from each error's `code()`).
+//!
+//! Nothing in the library imports this module: it sits on top, so dependencies run one way
+//! (app → backends and clean-up → rotation → Dynatrace client → pure modules).
 
 use lambda_runtime::Diagnostic;
 use serde_json::Value;
 
 use crate::config::Config;
 use crate::deadline::Deadline;
-use crate::dynatrace::{DtError, Dynatrace};
+use crate::dynatrace::Dynatrace;
 use crate::event::{self, EventError, Invocation, VaultAction};
-use crate::rotation::RotationError;
 use crate::secrets_manager::{self, SmContext, SmError};
-use crate::vault::VaultError;
+use crate::sweep::{Cleanup, SweepError};
 use crate::vault::rotate::{self as vault_rotate, RunError, VaultBackend};
 
-/// Everything a handler needs, built once in `main` and shared by every invocation.
+/// Everything an invocation needs, built once in `main` and shared by every invocation.
 pub struct Deps {
     /// The validated configuration.
     pub config: Config,
@@ -24,6 +26,18 @@ pub struct Deps {
     pub dynatrace: Dynatrace,
     /// Vault backend, when `VAULT_ADDR` is set.
     pub vault: Option<VaultBackend>,
+}
+
+impl Deps {
+    /// The narrower view the sweep and the audit work with.
+    fn cleanup(&self) -> Cleanup<'_> {
+        Cleanup {
+            config: &self.config,
+            secrets_manager: &self.secrets_manager,
+            dynatrace: &self.dynatrace,
+            vault: self.vault.as_ref(),
+        }
+    }
 }
 
 /// A failed invocation: a stable error type and a secret-free message.
@@ -52,73 +66,37 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
+impl HandlerError {
+    /// A failure with `code` (an `errorType` of the README's list) and a secret-free message.
+    fn new(code: &'static str, message: impl std::fmt::Display) -> Self {
+        Self {
+            error_type: code,
+            message: message.to_string(),
+        }
+    }
+}
+
 impl From<EventError> for HandlerError {
     fn from(e: EventError) -> Self {
-        let error_type = match e {
-            EventError::UnknownStep(_) => "UnknownStep",
-            EventError::UnknownAction(_) => "UnknownAction",
-            EventError::Malformed(_) => "MalformedEvent",
-        };
-        Self {
-            error_type,
-            message: e.to_string(),
-        }
-    }
-}
-
-/// The error type of a Dynatrace failure.
-pub fn dynatrace_error_type(e: &DtError) -> &'static str {
-    match e {
-        DtError::Unauthorized { .. } => "DynatraceUnauthorized",
-        DtError::Forbidden { .. } => "DynatraceForbidden",
-        DtError::BadRequest { .. } => "DynatraceBadRequest",
-        DtError::NotFound { .. } => "DynatraceNotFound",
-        DtError::Unavailable { .. } => "DynatraceUnavailable",
-        DtError::Redirect { .. } => "DynatraceRedirect",
-        DtError::Transport { .. } => "DynatraceUnreachable",
-        DtError::Protocol { .. } => "DynatraceProtocolError",
-    }
-}
-
-/// The error type of a rotation failure.
-pub fn rotation_error_type(e: &RotationError) -> &'static str {
-    match e {
-        RotationError::Document(_) => "InvalidSecretDocument",
-        RotationError::BadEnvironmentUrl(_) => "InvalidEnvironmentUrl",
-        RotationError::EnvironmentMismatch { .. } => "EnvironmentMismatch",
-        RotationError::AmbiguousEnvironment(_) => "AmbiguousEnvironment",
-        RotationError::NoManager => "ConfigError",
-        RotationError::ManagerWithoutEnvironment { .. } | RotationError::BadManagerUrl { .. } => {
-            "ManagerUnusable"
-        }
-        RotationError::Forbidden { .. } => "ForbiddenScopes",
-        RotationError::CurrentTokenUnknown { .. } => "CurrentTokenUnknown",
-        RotationError::ProofFailed { .. } => "NewTokenFailedCheck",
-        RotationError::ManagerProtected(_) => "ManagerProtected",
-        RotationError::ManagerUnusable { .. } => "ManagerUnusable",
-        RotationError::Dynatrace { source, .. } => dynatrace_error_type(source),
+        Self::new(e.code(), e)
     }
 }
 
 impl From<SmError> for HandlerError {
     fn from(e: SmError) -> Self {
-        let error_type = match &e {
-            SmError::RotationNotEnabled(_) => "RotationNotEnabled",
-            SmError::VersionNotFound { .. } => "VersionNotFound",
-            SmError::VersionNotPending { .. } => "VersionNotPending",
-            SmError::NoCurrentValue(_) => "NoCurrentValue",
-            SmError::PendingMissing { .. } => "PendingValueMissing",
-            SmError::PendingTokenVanished { .. } => "PendingTokenVanished",
-            SmError::ManagerUnusable { .. } => "ManagerUnusable",
-            SmError::SecretNotFound(_) => "SecretNotFound",
-            SmError::Aws { .. } => "SecretsManagerError",
-            SmError::StoreOutcomeUnknown { .. } => "StoreOutcomeUnknown",
-            SmError::Rotation { source, .. } => rotation_error_type(source),
-        };
-        Self {
-            error_type,
-            message: e.to_string(),
-        }
+        Self::new(e.code(), e)
+    }
+}
+
+impl From<RunError> for HandlerError {
+    fn from(e: RunError) -> Self {
+        Self::new(e.code(), e)
+    }
+}
+
+impl From<SweepError> for HandlerError {
+    fn from(e: SweepError) -> Self {
+        Self::new(e.code(), e)
     }
 }
 
@@ -214,26 +192,6 @@ fn serialized_len(v: &Value, limit: usize) -> usize {
     }
 }
 
-/// The error type of a Vault failure.
-pub fn vault_error_type(e: &VaultError) -> &'static str {
-    e.code()
-}
-
-impl From<RunError> for HandlerError {
-    fn from(e: RunError) -> Self {
-        let error_type = match &e {
-            RunError::NotConfigured | RunError::NoPaths => "ConfigError",
-            RunError::BadPath { .. } => "MalformedEvent",
-            RunError::Vault(v) => vault_error_type(v),
-            RunError::Manager { .. } => "ManagerUnusable",
-        };
-        Self {
-            error_type,
-            message: e.to_string(),
-        }
-    }
-}
-
 /// Runs a `rotate-vault` action and returns its summary as JSON.
 async fn rotate_vault(
     deps: &Deps,
@@ -258,22 +216,9 @@ async fn rotate_vault(
     Ok(serde_json::to_value(summary).unwrap_or(Value::Null))
 }
 
-impl From<crate::sweep::SweepError> for HandlerError {
-    fn from(e: crate::sweep::SweepError) -> Self {
-        let error_type = match &e {
-            crate::sweep::SweepError::NotConfigured => "ConfigError",
-            crate::sweep::SweepError::ManagersUnusable(_) => "ManagerUnusable",
-        };
-        Self {
-            error_type,
-            message: e.to_string(),
-        }
-    }
-}
-
 /// Runs a `sweep` and returns its summary as JSON.
 async fn run_sweep(deps: &Deps, dry_run: bool, deadline: Deadline) -> Result<Value, HandlerError> {
-    let summary = crate::sweep::run(deps, dry_run, deadline)
+    let summary = crate::sweep::run(&deps.cleanup(), dry_run, deadline)
         .await
         .map_err(|e| {
             let e = HandlerError::from(e);
@@ -285,10 +230,12 @@ async fn run_sweep(deps: &Deps, dry_run: bool, deadline: Deadline) -> Result<Val
 
 /// Runs an `audit` and returns its report as JSON.
 async fn run_audit(deps: &Deps, deadline: Deadline) -> Result<Value, HandlerError> {
-    let report = crate::audit::run(deps, deadline).await.map_err(|e| {
-        let e = HandlerError::from(e);
-        tracing::error!(error_type = e.error_type, error = %e.message, "audit could not run");
-        e
-    })?;
+    let report = crate::audit::run(&deps.cleanup(), deadline)
+        .await
+        .map_err(|e| {
+            let e = HandlerError::from(e);
+            tracing::error!(error_type = e.error_type, error = %e.message, "audit could not run");
+            e
+        })?;
     Ok(serde_json::to_value(report).unwrap_or(Value::Null))
 }
