@@ -1,8 +1,11 @@
-//! The rotation of one token, shared by both backends (docs/design.md §3): inspect the current
-//! token by its value, mint its successor under a rotation marker, prove the successor by
-//! authenticating with it, revoke old tokens by policy, and find/clean up what an
-//! interrupted attempt left behind. The backends decide *when* each step runs and how the
-//! result is stored; this module decides *what* happens at Dynatrace.
+//! The rotation of one token, shared by both backends (docs/design.md §3). [`replace`] is the
+//! sequence itself, written once: mint the successor under a rotation marker, prove it by
+//! authenticating with it, write it through the backend's [`Store`], read back and settle.
+//! Around it: inspecting the current token by its value, choosing managers, the pure rules
+//! for revocation targets ([`revocation_targets`]) and store settlement ([`stored_after`],
+//! [`settle`]), revoking by policy, and finding what an interrupted attempt left behind. The
+//! backends decide *when* each step runs and implement the store; this module decides *what*
+//! happens at Dynatrace.
 
 use jiff::Timestamp;
 
@@ -745,6 +748,189 @@ where
     }
 }
 
+/// The store half of a rotation: where the successor's document goes and what is there
+/// afterwards. Secrets Manager writes the pending version under the rotation's
+/// `ClientRequestToken`; Vault writes with check-and-set over the version it read. Both writes
+/// can land at most once, which is what makes repeating them safe ([`repeat_until_definitive`]).
+pub trait Store {
+    /// A definitive refusal of the write (it did not land).
+    type Refusal: std::fmt::Display;
+
+    /// Whether a write the store says landed is still read back. Vault's check-and-set
+    /// index is exclusive, so no; Secrets Manager refuses a second value under one
+    /// `ClientRequestToken`, but moto accepts it, so the read-back tells two concurrent runs
+    /// apart there too (one Secrets Manager read).
+    const READ_BACK_AFTER_LANDING: bool;
+
+    /// What the messages and logs call this store's write (`PutSecretValue`, `Vault CAS write`).
+    fn what(&self) -> &'static str;
+
+    /// Writes `doc` once: a definitive answer, or unclear (repeated with the same document).
+    fn write(
+        &self,
+        doc: &SecretDocument,
+    ) -> impl std::future::Future<Output = Attempt<Result<(), Self::Refusal>>>;
+
+    /// Reads back the document this rotation's write would have produced: `Ok(None)` when
+    /// there is none, `Err` when the store cannot say.
+    fn read_back(&self) -> impl std::future::Future<Output = Result<Option<SecretDocument>, ()>>;
+}
+
+/// How a write ended, after repeating it while unclear.
+#[derive(Debug)]
+pub enum WriteAnswer<E> {
+    /// The store said it landed.
+    Landed,
+    /// The store said it did not land, and why.
+    Refused(E),
+    /// Still unclear when time ran out (the last reason).
+    Unclear(String),
+}
+
+/// What the read-back found, compared with the token this run minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadBack {
+    /// Our token is there.
+    Ours,
+    /// Another run's document is there (its token id, when known).
+    Theirs(Option<String>),
+    /// Nothing is there.
+    Absent,
+    /// The store could not be read.
+    Unreadable,
+}
+
+/// The pure rule for what a store holds after a write (docs/design.md §3, ambiguous writes):
+/// what the read-back sees decides; when it sees neither ours nor another run's document, a
+/// write the store says landed is ours (a read right after may lag), and only a definitive
+/// refusal means nothing is stored.
+pub fn stored_after<E>(answer: &WriteAnswer<E>, read: &ReadBack) -> Stored {
+    match (answer, read) {
+        (_, ReadBack::Ours) | (WriteAnswer::Landed, ReadBack::Absent | ReadBack::Unreadable) => {
+            Stored::Ours
+        }
+        (_, ReadBack::Theirs(id)) => Stored::Theirs(id.clone()),
+        (WriteAnswer::Refused(_), _) => Stored::Nothing,
+        (WriteAnswer::Unclear(_), _) => Stored::Unknown,
+    }
+}
+
+/// How the replacement of one token ended.
+#[derive(Debug)]
+pub enum Replaced<E> {
+    /// The successor is minted, proven and stored.
+    Stored {
+        /// The successor.
+        created: Created,
+        /// The current token's facts (its id is the successor's `previousTokenId`).
+        facts: TokenFacts,
+    },
+    /// Another run stored its successor first; ours was deleted.
+    Theirs(Option<String>),
+    /// The write definitely did not land; ours was deleted. `None`: refused without a reason
+    /// of the store's own (the read-back found nothing after an unclear answer was settled).
+    NotStored(Option<E>),
+    /// The write's outcome is still unknown: ours is kept (marked) for the next attempt or the
+    /// sweep to settle.
+    Unknown {
+        /// The kept token.
+        token_id: String,
+        /// The last unclear answer.
+        detail: String,
+    },
+}
+
+/// The rotation of one token, steps 2–5 of docs/design.md §3, written once for both backends:
+/// mint the successor of the token `facts` describes under `marker`, prove it by
+/// authenticating with it (deleting it when the proof fails), write the successor's document
+/// to `store` (repeated while the answer is unclear), read back what is stored and settle: keep
+/// ours, delete ours when the store definitely does not hold it, or keep it marked when nobody
+/// can say. After a lost create answer, the token the lost create may have minted is deleted
+/// once ours is stored (with our version stored, no run can store it any more).
+///
+/// Revoking old tokens is the caller's: Secrets Manager does it in `finishSecret`, Vault right
+/// after the write.
+#[allow(clippy::too_many_arguments)]
+pub async fn replace<S: Store>(
+    dt_client: &Dynatrace,
+    config: &Config,
+    mgr: &Manager,
+    current: &SecretDocument,
+    facts: TokenFacts,
+    marker: &Marker,
+    store: &S,
+    deadline: Deadline,
+) -> Result<Replaced<S::Refusal>, RotationError> {
+    let plan = plan(config, &facts, marker, Timestamp::now())?;
+    let minted = mint(dt_client, mgr, &plan, marker, deadline).await?;
+    let created = minted.created;
+    if let Err(e) = prove(dt_client, &mgr.env, &created.token, &plan.scopes, deadline).await {
+        discard(dt_client, mgr, &created.id, deadline).await;
+        return Err(e);
+    }
+    let expires = created
+        .expiration_date
+        .as_deref()
+        .and_then(|d| d.parse().ok());
+    let doc = current.rotated(
+        created.token.clone(),
+        &created.id,
+        &facts.id,
+        expires,
+        Timestamp::now(),
+    );
+    let answer = match repeat_until_definitive(store.what(), deadline, || store.write(&doc)).await {
+        Ok(Ok(())) => WriteAnswer::Landed,
+        Ok(Err(refusal)) => WriteAnswer::Refused(refusal),
+        Err(why) => WriteAnswer::Unclear(why),
+    };
+    let read = match answer {
+        WriteAnswer::Landed if !S::READ_BACK_AFTER_LANDING => ReadBack::Ours,
+        _ => match store.read_back().await {
+            Ok(Some(d)) if d.token.same_as(&created.token) => ReadBack::Ours,
+            Ok(Some(d)) => ReadBack::Theirs(d.token_id_hint()),
+            Ok(None) => ReadBack::Absent,
+            Err(()) => ReadBack::Unreadable,
+        },
+    };
+    let stored = stored_after(&answer, &read);
+    let outcome = match (settle(&stored), stored) {
+        (Settlement::Keep, _) => {
+            tracing::info!(token_id = %created.id, marker = %marker.tag(), "stored the new token");
+            if minted.after_lost_answer
+                && let Err(e) =
+                    delete_marked(dt_client, mgr, marker, &[&created.id], deadline).await
+            {
+                tracing::warn!(error = %e, marker = %marker.tag(), "could not remove what the lost create minted; the next run or the sweep will");
+            }
+            Replaced::Stored { created, facts }
+        }
+        (Settlement::Discard, Stored::Theirs(other)) => {
+            tracing::info!(token_id = ?other, marker = %marker.tag(), "another run stored its token first; discarding ours");
+            discard(dt_client, mgr, &created.id, deadline).await;
+            Replaced::Theirs(other)
+        }
+        (Settlement::Discard, _) => {
+            discard(dt_client, mgr, &created.id, deadline).await;
+            Replaced::NotStored(match answer {
+                WriteAnswer::Refused(e) => Some(e),
+                _ => None,
+            })
+        }
+        (Settlement::LeaveMarked, _) => {
+            tracing::warn!(token_id = %created.id, marker = %marker.tag(), "the write's outcome is still unknown; keeping the minted token (marked) for the next attempt or the sweep");
+            Replaced::Unknown {
+                token_id: created.id.clone(),
+                detail: match answer {
+                    WriteAnswer::Unclear(why) => why,
+                    _ => String::new(),
+                },
+            }
+        }
+    };
+    Ok(outcome)
+}
+
 /// Posts the `CUSTOM_INFO` event of a rotation (`DT_EVENTS=on`). Failures are logged, not
 /// fatal: the rotation itself succeeded.
 pub async fn report_event(
@@ -834,6 +1020,48 @@ mod tests {
         assert_eq!(settle(&Stored::Theirs(None)), Settlement::Discard);
         assert_eq!(settle(&Stored::Nothing), Settlement::Discard);
         assert_eq!(settle(&Stored::Unknown), Settlement::LeaveMarked);
+    }
+
+    #[test]
+    fn what_is_stored_after_a_write() {
+        use ReadBack::*;
+        use WriteAnswer::*;
+        let refused = || Refused("conflict");
+        let unclear = || Unclear::<&str>("timeout".into());
+        let theirs = || Theirs(Some("t".into()));
+        // The store said it landed: ours, unless the read-back sees another run's document
+        // (a store that accepted both writes); a lagging read that sees nothing changes nothing.
+        for read in [Ours, Absent, Unreadable] {
+            assert_eq!(stored_after(&Landed::<&str>, &read), Stored::Ours);
+        }
+        assert_eq!(
+            stored_after(&Landed::<&str>, &theirs()),
+            Stored::Theirs(Some("t".into()))
+        );
+        // Otherwise the read-back decides what it can see.
+        assert_eq!(stored_after(&unclear(), &Ours), Stored::Ours, "landed late");
+        assert_eq!(
+            stored_after(&refused(), &theirs()),
+            Stored::Theirs(Some("t".into()))
+        );
+        assert_eq!(
+            stored_after(&unclear(), &theirs()),
+            Stored::Theirs(Some("t".into()))
+        );
+        // Nothing visible: only a definitive refusal says nothing is stored.
+        assert_eq!(stored_after(&refused(), &Absent), Stored::Nothing);
+        assert_eq!(stored_after(&refused(), &Unreadable), Stored::Nothing);
+        assert_eq!(
+            stored_after(&unclear(), &Absent),
+            Stored::Unknown,
+            "may still land"
+        );
+        assert_eq!(stored_after(&unclear(), &Unreadable), Stored::Unknown);
+        // And so a token is deleted only when it can never be stored.
+        assert_eq!(
+            settle(&stored_after(&unclear(), &Absent)),
+            Settlement::LeaveMarked
+        );
     }
 
     #[tokio::test]

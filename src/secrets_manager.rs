@@ -17,7 +17,7 @@ pub use crate::event::{Step, StepRequest};
 use crate::marker::{self, Marker};
 use crate::policy::RevokeOld;
 use crate::rotation::{
-    self, Attempt, Candidate, Manager, ManagerSet, Proof, RotationError, Settlement, Stored, dt,
+    self, Attempt, Candidate, Manager, ManagerSet, Proof, Replaced, RotationError, dt,
 };
 
 const CURRENT: &str = "AWSCURRENT";
@@ -453,94 +453,84 @@ async fn create(
         .await
         .map_err(rot)?;
     let marker = Marker::secrets_manager(&described.arn, version);
-    let plan = rotation::plan(ctx.config, &facts, &marker, jiff::Timestamp::now()).map_err(rot)?;
-    let created = rotation::mint(ctx.dt, mgr, &plan, &marker, deadline)
-        .await
-        .map_err(rot)?
-        .created;
-    if let Err(e) = rotation::prove(ctx.dt, &mgr.env, &created.token, &plan.scopes, deadline).await
-    {
-        rotation::discard(ctx.dt, mgr, &created.id, deadline).await;
-        return Err(rot(e));
+    let store = PendingVersion { ctx, req };
+    let replaced = rotation::replace(
+        ctx.dt, ctx.config, mgr, current, facts, &marker, &store, deadline,
+    )
+    .await
+    .map_err(rot)?;
+    match replaced {
+        Replaced::Stored { created, .. } => {
+            tracing::info!(secret, version, token_id = %created.id, "stored the new token as AWSPENDING");
+            Ok(created.id)
+        }
+        Replaced::Theirs(other) => Ok(other.unwrap_or_else(|| "<unknown>".into())),
+        Replaced::NotStored(Some(e)) => Err(e),
+        Replaced::NotStored(None) => Err(SmError::PendingMissing {
+            secret: secret.to_owned(),
+            version: version.to_owned(),
+        }),
+        Replaced::Unknown { token_id, detail } => Err(SmError::StoreOutcomeUnknown {
+            secret: secret.to_owned(),
+            version: version.to_owned(),
+            token_id,
+            detail,
+        }),
     }
-    let expires = created
-        .expiration_date
-        .as_deref()
-        .and_then(|d| d.parse().ok());
-    let doc = current.rotated(
-        created.token.clone(),
-        &created.id,
-        &facts.id,
-        expires,
-        jiff::Timestamp::now(),
-    );
-    let body = doc.render();
-    let answer = rotation::repeat_until_definitive("PutSecretValue", deadline, || {
-        let put = ctx
+}
+
+/// Secrets Manager's side of [`rotation::replace`]: the successor goes in as `AWSPENDING` of
+/// the rotation's version (`ClientRequestToken`), so a repeated put with the same value is
+/// accepted and a different value is refused: the write lands at most once.
+struct PendingVersion<'a> {
+    ctx: &'a SmContext<'a>,
+    req: &'a StepRequest,
+}
+
+impl rotation::Store for PendingVersion<'_> {
+    type Refusal = SmError;
+
+    const READ_BACK_AFTER_LANDING: bool = true;
+
+    fn what(&self) -> &'static str {
+        "PutSecretValue"
+    }
+
+    async fn write(&self, doc: &SecretDocument) -> Attempt<Result<(), SmError>> {
+        let secret = self.req.secret_id.as_str();
+        let body = doc.render();
+        let put = self
+            .ctx
             .sm
             .put_secret_value()
             .secret_id(secret)
-            .client_request_token(version)
+            .client_request_token(&self.req.client_request_token)
             .secret_string(body.expose_secret())
             .version_stages(PENDING)
-            .set_rotation_token(req.rotation_token.as_ref().map(|t| t.expose().to_owned()))
-            .send();
-        async move {
-            match put.await {
-                Ok(_) => Attempt::Definitive(Ok(())),
-                Err(e) if unclear(&e) => {
-                    Attempt::Unclear(aws_err("PutSecretValue", secret)(e).to_string())
-                }
-                Err(e) => Attempt::Definitive(Err(aws_err("PutSecretValue", secret)(e))),
+            .set_rotation_token(
+                self.req
+                    .rotation_token
+                    .as_ref()
+                    .map(|t| t.expose().to_owned()),
+            )
+            .send()
+            .await;
+        match put {
+            Ok(_) => Attempt::Definitive(Ok(())),
+            Err(e) if unclear(&e) => {
+                Attempt::Unclear(aws_err("PutSecretValue", secret)(e).to_string())
             }
-        }
-    })
-    .await;
-    // What is stored now decides, read after the write settled: ours, another run's, nothing.
-    let read = get_document(ctx.sm, secret, Some(version), PENDING).await;
-    let stored = match (&answer, &read) {
-        (_, Ok(Some(d))) if d.token.same_as(&created.token) => Stored::Ours,
-        (_, Ok(Some(d))) if !d.token.same_as(&current.token) => Stored::Theirs(d.token_id_hint()),
-        // A definitive success whose read-back missed (Secrets Manager may lag).
-        (Ok(Ok(())), _) => Stored::Ours,
-        (Ok(Err(_)), _) => Stored::Nothing,
-        (Err(_), _) => Stored::Unknown,
-    };
-    match (rotation::settle(&stored), stored, answer) {
-        (Settlement::Keep, _, _) => {
-            tracing::info!(secret, version, token_id = %created.id, "stored the new token as AWSPENDING");
-        }
-        (Settlement::Discard, Stored::Theirs(other), _) => {
-            tracing::info!(secret, version, token_id = ?other, "another run stored its token first; discarding ours");
-            rotation::discard(ctx.dt, mgr, &created.id, deadline).await;
-            return Ok(other.unwrap_or_else(|| "<unknown>".into()));
-        }
-        (Settlement::Discard, _, answer) => {
-            rotation::discard(ctx.dt, mgr, &created.id, deadline).await;
-            return Err(match answer {
-                Ok(Err(e)) => e,
-                _ => SmError::PendingMissing {
-                    secret: secret.to_owned(),
-                    version: version.to_owned(),
-                },
-            });
-        }
-        (Settlement::LeaveMarked, _, answer) => {
-            tracing::warn!(secret, version, token_id = %created.id, "the pending value's store is still unknown; keeping the minted token (marked) for the retry or the sweep");
-            return Err(SmError::StoreOutcomeUnknown {
-                secret: secret.to_owned(),
-                version: version.to_owned(),
-                token_id: created.id.clone(),
-                detail: answer.err().unwrap_or_default(),
-            });
+            Err(e) => Attempt::Definitive(Err(aws_err("PutSecretValue", secret)(e))),
         }
     }
-    // Tokens earlier, interrupted attempts of this rotation minted can never be stored now
-    // that this version holds ours (Secrets Manager refuses another value for it).
-    if let Err(e) = rotation::delete_marked(ctx.dt, mgr, &marker, &[&created.id], deadline).await {
-        tracing::warn!(secret, version, error = %e, "could not remove what an earlier attempt of this rotation minted; the sweep will");
+
+    async fn read_back(&self) -> Result<Option<SecretDocument>, ()> {
+        let secret = self.req.secret_id.as_str();
+        let version = self.req.client_request_token.as_str();
+        get_document(self.ctx.sm, secret, Some(version), PENDING)
+            .await
+            .map_err(|e| tracing::warn!(secret, version, error = %e, "could not read the pending version back"))
     }
-    Ok(created.id)
 }
 
 /// `setSecret`: the value was chosen by Dynatrace at creation, so confirm the pending token

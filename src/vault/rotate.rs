@@ -19,9 +19,7 @@ use crate::dynatrace::{ApiToken, Dynatrace};
 use crate::event::VaultAction;
 use crate::marker::{self, Marker, VaultScope};
 use crate::policy::{self, Expiry, RevokeOld};
-use crate::rotation::{
-    self, Attempt, Candidate, Manager, Proof, RotationError, Settlement, Stored,
-};
+use crate::rotation::{self, Attempt, Candidate, Manager, Proof, Replaced, RotationError};
 use crate::vault::{CasWrite, KvClient, KvRead, Session, VaultError, VaultSettings};
 
 /// The Vault side of the function, built once per execution environment (the session logs
@@ -354,6 +352,48 @@ pub(crate) async fn resolve_paths(
     Ok(out.into_iter().collect())
 }
 
+/// Vault's side of [`rotation::replace`]: the successor is written with check-and-set over the
+/// version read, so only one write can ever take index `version + 1`; the read-back is that
+/// version.
+struct CasVersion<'a> {
+    kv: &'a KvClient,
+    path: &'a str,
+    version: u64,
+}
+
+impl rotation::Store for CasVersion<'_> {
+    type Refusal = String;
+
+    const READ_BACK_AFTER_LANDING: bool = false;
+
+    fn what(&self) -> &'static str {
+        "Vault CAS write"
+    }
+
+    async fn write(&self, doc: &SecretDocument) -> Attempt<Result<(), String>> {
+        match self
+            .kv
+            .write_cas(self.path, &doc.to_map(), self.version)
+            .await
+        {
+            Ok(CasWrite::Written { .. }) => Attempt::Definitive(Ok(())),
+            Ok(CasWrite::Conflict) => Attempt::Definitive(Err("check-and-set conflict".into())),
+            Err(e) if e.is_unclear() => Attempt::Unclear(e.to_string()),
+            Err(e) => Attempt::Definitive(Err(e.to_string())),
+        }
+    }
+
+    async fn read_back(&self) -> Result<Option<SecretDocument>, ()> {
+        match self.kv.read_version(self.path, self.version + 1).await {
+            Ok(KvRead::Present(entry)) => SecretDocument::from_map(entry.data)
+                .map(Some)
+                .map_err(|_| ()),
+            Ok(KvRead::Missing) => Ok(None),
+            Ok(KvRead::Deleted { .. }) | Err(_) => Err(()),
+        }
+    }
+}
+
 impl Run<'_> {
     async fn rotate_path(&self, path: &str) -> PathResult {
         let result = self.rotate_inner(path).await;
@@ -445,80 +485,58 @@ impl Run<'_> {
             None => rotation::inspect(self.dt, mgr, &doc.token, self.deadline).await?,
         };
         let marker = Marker::vault(&self.scope, path, version + 1);
-        let plan = rotation::plan(self.config, &facts, &marker, Timestamp::now())?;
         if self.dry_run {
+            // The plan refuses what the rotation would refuse (forbidden scopes).
+            rotation::plan(self.config, &facts, &marker, Timestamp::now())?;
             let mut r = PathResult::new(path, PathStatus::WouldRotate, None);
             r.token_id = Some(facts.id);
             return Ok(r);
         }
-        let minted = rotation::mint(self.dt, mgr, &plan, &marker, self.deadline).await?;
-        let created = &minted.created;
-        if let Err(e) = rotation::prove(
+        let store = CasVersion {
+            kv: &self.kv,
+            path,
+            version,
+        };
+        let replaced = rotation::replace(
             self.dt,
-            &mgr.env,
-            &created.token,
-            &plan.scopes,
+            self.config,
+            mgr,
+            doc,
+            facts,
+            &marker,
+            &store,
             self.deadline,
         )
-        .await
-        {
-            rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
-            return Err(e);
-        }
-        let expires = created
-            .expiration_date
-            .as_deref()
-            .and_then(|d| d.parse().ok());
-        let new_doc = doc.rotated(
-            created.token.clone(),
-            &created.id,
-            &facts.id,
-            expires,
-            Timestamp::now(),
-        );
-        let (stored, why) = self.write_settled(path, version, &new_doc, created).await;
-        match (rotation::settle(&stored), stored) {
-            (Settlement::Keep, _) => {
-                tracing::info!(path, version = version + 1, token_id = %created.id, "stored the new token");
-            }
-            (Settlement::Discard, Stored::Theirs(other)) => {
-                rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
-                tracing::info!(path, token_id = ?other, "another run wrote this version first");
+        .await?;
+        let (created, facts) = match replaced {
+            Replaced::Stored { created, facts } => (created, facts),
+            Replaced::Theirs(_) => {
                 let mut r = PathResult::new(
                     path,
                     PathStatus::Skipped,
                     Some("concurrent rotation".into()),
                 );
-                r.previous_token_id = Some(facts.id);
+                r.previous_token_id = doc.token_id_hint();
                 return Ok(r);
             }
-            (Settlement::Discard, _) => {
-                rotation::discard(self.dt, mgr, &created.id, self.deadline).await;
-                return Ok(PathResult::failed(
-                    path,
-                    format!("storing the new token failed: {why}"),
-                ));
-            }
-            (Settlement::LeaveMarked, _) => {
-                tracing::warn!(path, token_id = %created.id, "the write's outcome is still unknown; keeping the minted token (marked) for the next run or the sweep");
+            Replaced::NotStored(why) => {
                 return Ok(PathResult::failed(
                     path,
                     format!(
-                        "storing the new token {} has no definitive answer (the token is kept; the next run or the sweep settles it): {why}",
-                        created.id
+                        "storing the new token failed: {}",
+                        why.unwrap_or_else(|| "nothing was stored".into())
                     ),
                 ));
             }
-        }
-        if minted.after_lost_answer {
-            // The lost create may have minted a token whose value nobody has: it carries this
-            // rotation's marker, and with version `written` stored no run can store it any more.
-            if let Err(e) =
-                rotation::delete_marked(self.dt, mgr, &marker, &[&created.id], self.deadline).await
-            {
-                tracing::warn!(path, error = %e, "could not remove what the lost create minted; the next run or the sweep will");
+            Replaced::Unknown { token_id, detail } => {
+                return Ok(PathResult::failed(
+                    path,
+                    format!(
+                        "storing the new token {token_id} has no definitive answer (the token is kept; the next run or the sweep settles it): {detail}"
+                    ),
+                ));
             }
-        }
+        };
         let revoked = self
             .revoke_old(mgr, path, version, doc, &facts.id, &created.id)
             .await;
@@ -536,48 +554,6 @@ impl Run<'_> {
             previous_token_id: Some(facts.id),
             reason: None,
         })
-    }
-
-    /// Writes `new_doc` with check-and-set on `version` and settles the outcome: an unclear
-    /// answer repeats the same CAS write (only one write can ever win index `version`), then
-    /// version `version + 1` is read to learn whose token it holds. Returns what is stored and
-    /// the last failure, for messages.
-    async fn write_settled(
-        &self,
-        path: &str,
-        version: u64,
-        new_doc: &SecretDocument,
-        created: &crate::dynatrace::Created,
-    ) -> (Stored, String) {
-        let data = new_doc.to_map();
-        let answer =
-            rotation::repeat_until_definitive("Vault CAS write", self.deadline, || async {
-                match self.kv.write_cas(path, &data, version).await {
-                    Ok(CasWrite::Written { .. }) => Attempt::Definitive(Ok(true)),
-                    Ok(CasWrite::Conflict) => Attempt::Definitive(Ok(false)),
-                    Err(e) if e.is_unclear() => Attempt::Unclear(e.to_string()),
-                    Err(e) => Attempt::Definitive(Err(e.to_string())),
-                }
-            })
-            .await;
-        let (definitive, why) = match answer {
-            Ok(Ok(true)) => return (Stored::Ours, String::new()),
-            Ok(Ok(false)) => (true, "check-and-set conflict".to_owned()),
-            Ok(Err(e)) => (true, e),
-            Err(e) => (false, e),
-        };
-        let stored = match self.kv.read_version(path, version + 1).await {
-            Ok(KvRead::Present(entry)) => match SecretDocument::from_map(entry.data) {
-                Ok(d) if d.token.same_as(&created.token) => Stored::Ours,
-                Ok(d) => Stored::Theirs(d.token_id_hint()),
-                Err(_) => Stored::Theirs(None),
-            },
-            // Nothing at `version + 1`: after a definitive answer ours did not land; after an
-            // unclear one it still may.
-            Ok(KvRead::Missing) if definitive => Stored::Nothing,
-            Ok(_) | Err(_) => Stored::Unknown,
-        };
-        (stored, why)
     }
 
     /// The token that was current before `old` (the document of `version`, just replaced) as
