@@ -330,6 +330,10 @@ pub async fn run_step(
         secret: secret.to_owned(),
         source,
     };
+    let missing = || SmError::PendingMissing {
+        secret: secret.to_owned(),
+        version: version.to_owned(),
+    };
     let current = get_document(ctx.sm, secret, None, CURRENT)
         .await?
         .ok_or_else(|| SmError::NoCurrentValue(secret.to_owned()))?;
@@ -352,10 +356,7 @@ pub async fn run_step(
             report.status = "created";
         }
         Step::Set => {
-            let pending = pending.ok_or_else(|| SmError::PendingMissing {
-                secret: secret.to_owned(),
-                version: version.to_owned(),
-            })?;
+            let pending = pending.ok_or_else(missing)?;
             let mgr = managers
                 .select(pending.environment_url.as_deref())
                 .map_err(rot)?;
@@ -394,10 +395,7 @@ pub async fn run_step(
             }
         }
         Step::Finish => {
-            let pending = pending.ok_or_else(|| SmError::PendingMissing {
-                secret: secret.to_owned(),
-                version: version.to_owned(),
-            })?;
+            let pending = pending.ok_or_else(missing)?;
             let mgr = managers
                 .select(pending.environment_url.as_deref())
                 .map_err(rot)?;

@@ -229,19 +229,7 @@ impl Session {
         };
         let path = "auth/token/revoke-self";
         let resp = self
-            .http
-            .send(
-                &Req {
-                    method: Method::POST,
-                    url: self.http.url(&[path]),
-                    body: None,
-                    token: Some(&current.token),
-                    idempotent: true,
-                    op: "revoke",
-                    path,
-                },
-                None,
-            )
+            .token_call(Method::POST, path, "revoke", &current.token, None)
             .await?;
         if resp.status.is_success() || resp.status == StatusCode::FORBIDDEN {
             // 403: already revoked or expired.
@@ -249,6 +237,32 @@ impl Session {
         } else {
             Err(resp.api_error("revoke", path))
         }
+    }
+
+    /// One of the `auth/token/*-self` calls about `token` itself: idempotent, without a body
+    /// (Vault takes an empty body as `{}`).
+    async fn token_call(
+        &self,
+        method: Method,
+        path: &'static str,
+        op: &'static str,
+        token: &SecretString,
+        deadline: Option<Instant>,
+    ) -> Result<super::http::Resp, VaultError> {
+        self.http
+            .send(
+                &Req {
+                    method,
+                    url: self.http.url(&[path]),
+                    body: None,
+                    token: Some(token),
+                    idempotent: true,
+                    op,
+                    path,
+                },
+                deadline,
+            )
+            .await
     }
 
     /// `auth/token/lookup-self` with `token`: `true` only on success (any failure, including a
@@ -262,19 +276,7 @@ impl Session {
     async fn lookup_self(&self, token: &SecretString, deadline: Option<Instant>) -> Lookup {
         let path = "auth/token/lookup-self";
         let resp = self
-            .http
-            .send(
-                &Req {
-                    method: Method::GET,
-                    url: self.http.url(&[path]),
-                    body: None,
-                    token: Some(token),
-                    idempotent: true,
-                    op: "token lookup",
-                    path,
-                },
-                deadline,
-            )
+            .token_call(Method::GET, path, "token lookup", token, deadline)
             .await;
         let resp = match resp {
             Ok(r) => r,
@@ -360,19 +362,7 @@ impl Session {
     ) -> Result<u64, VaultError> {
         let path = "auth/token/renew-self";
         let resp = self
-            .http
-            .send(
-                &Req {
-                    method: Method::POST,
-                    url: self.http.url(&[path]),
-                    body: Some((b"{}", "application/json")),
-                    token: Some(token),
-                    idempotent: true,
-                    op: "token renewal",
-                    path,
-                },
-                deadline,
-            )
+            .token_call(Method::POST, path, "token renewal", token, deadline)
             .await?;
         if !resp.status.is_success() {
             return Err(resp.api_error("token renewal", path));
