@@ -18,7 +18,8 @@ use dynatrace_token_rotator::event::MAX_EVENT_BYTES;
 use dynatrace_token_rotator::handler::{self, Deps, HandlerError};
 use dynatrace_token_rotator::logging;
 use dynatrace_token_rotator::vault::rotate::VaultBackend;
-use rotator_sandbox::{LogCapture, Moto, Recorded, Reply, StubServer, sm};
+use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::{LogCapture, Moto, Recorded, Reply, StubServer};
 use serde_json::{Value, json};
 use support::{ROTATION_TOKEN, VaultWorld, World, fast_retries};
 
@@ -296,7 +297,7 @@ async fn unknown_fields_tolerated_in_rotation_steps_refused_in_rotate_vault() {
     let w = World::new(&[]).await;
     let (secret, _) = w.app_secret(json!({})).await;
     let version = w.begin(&secret).await;
-    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+    for step in STEPS {
         w.invoke(
             json!({"Step": step, "SecretId": secret, "ClientRequestToken": version,
                 "RotationToken": ROTATION_TOKEN, "SomethingNew": {"x": 1}, "step": "ignored"}),
