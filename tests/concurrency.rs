@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch};
+use rotator_sandbox::sm::STEPS;
 use serde_json::json;
 use support::{VaultWorld, World};
 
@@ -69,7 +70,7 @@ async fn the_same_secrets_manager_step_twice_at_once() {
         PathMatch::Exact("/api/v2/apiTokens".into()),
         FaultKind::Delay(Duration::from_millis(150)),
     ));
-    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+    for step in STEPS {
         let (a, b) = tokio::join!(
             w.step(&secret, &version, step),
             w.step(&secret, &version, step)

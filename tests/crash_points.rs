@@ -17,6 +17,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use dynatrace_token_rotator::app::{self, Deps};
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::Dynatrace;
+use rotator_sandbox::sm::STEPS;
 use serde_json::json;
 use support::{VaultWorld, World};
 
@@ -79,8 +80,6 @@ fn counted(base: &Deps, calls: &Arc<Calls>, with_sm: bool) -> Arc<Deps> {
     })
 }
 
-const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
-
 /// Runs the four steps with `deps` in a task; returns false when it crashed.
 async fn run_steps(deps: Arc<Deps>, secret: String, version: String) -> bool {
     let task = tokio::spawn(async move {
@@ -127,21 +126,8 @@ async fn secrets_manager_rotation_survives_a_crash_between_any_two_calls() {
         .await;
         assert!(!completed, "crash point {crash_at} was not reached");
         // restart: Secrets Manager retries the rotation
-        let stages = w.stages(&secret).await;
-        if stages
-            .get(&version)
-            .is_some_and(|s| s.iter().any(|l| l == "AWSCURRENT"))
-        {
-            w.step(&secret, &version, "finishSecret")
-                .await
-                .unwrap_or_else(|e| panic!("crash {crash_at}: retry finish: {e}"));
-        } else {
-            for step in STEPS {
-                w.step(&secret, &version, step)
-                    .await
-                    .unwrap_or_else(|e| panic!("crash {crash_at}: retry {step}: {e}"));
-            }
-        }
+        w.retry_rotation(&secret, &version, &format!("crash {crash_at}"))
+            .await;
         let label = format!("crash before call #{crash_at}");
         assert_eq!(
             w.stages(&secret).await[&version],

@@ -46,11 +46,10 @@ use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch, RequestRecord, SeedToken};
 use dynatrace_token_rotator::app::{self, Deps, HandlerError};
 use dynatrace_token_rotator::deadline::Deadline;
-use rotator_sandbox::{Bao, FaultProxy, Moto, ProxyCall, ProxyFault, ProxyRule, sm};
+use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::{Bao, FaultProxy, Moto, ProxyCall, ProxyFault, ProxyRule};
 use serde_json::{Value, json};
 use support::{APP_SCOPES, ROTATION_TOKEN, VaultWorld, World};
-
-const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 
 /// Name of the function as the sweep sees it (matches [`sm::LAMBDA_ARN`]).
 const FUNCTION: &str = "dynatrace-token-rotator";
@@ -465,21 +464,7 @@ async fn run_sm_case(case: &Case) -> bool {
     }
     if failed {
         // Secrets Manager retries the rotation with the same version.
-        let stages = w.stages(&secret).await;
-        if stages
-            .get(&version)
-            .is_some_and(|s| s.iter().any(|l| l == sm::AWSCURRENT))
-        {
-            w.step(&secret, &version, "finishSecret")
-                .await
-                .unwrap_or_else(|e| panic!("{label}: retry finishSecret: {e}"));
-        } else {
-            for step in STEPS {
-                w.step(&secret, &version, step)
-                    .await
-                    .unwrap_or_else(|e| panic!("{label}: retry {step}: {e}"));
-            }
-        }
+        w.retry_rotation(&secret, &version, &label).await;
     }
     let sweep = w
         .invoke(json!({"action": "sweep"}))

@@ -2,13 +2,11 @@
 //! rotator. Each case must end in a clear error, change nothing (no token minted in the
 //! emulator, no secret version written) and leak nothing (`assert_no_leaks`).
 //!
-//! Malformed or huge answers from "Dynatrace" and "Vault" come from a tiny loopback stub
-//! server defined here ([`Stub`]), since the emulator only answers well-formed bodies.
+//! Malformed or huge answers from "Dynatrace" and "Vault" come from the sandbox's loopback
+//! stub server ([`StubServer`]), since the emulator only answers well-formed bodies.
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch};
@@ -20,10 +18,10 @@ use dynatrace_token_rotator::environment::EnvironmentUrl;
 use dynatrace_token_rotator::event::MAX_EVENT_BYTES;
 use dynatrace_token_rotator::logging;
 use dynatrace_token_rotator::vault::rotate::VaultBackend;
-use rotator_sandbox::{LogCapture, Moto, sm};
+use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::{LogCapture, Moto, Recorded, Reply, StubServer};
 use serde_json::{Value, json};
 use support::{ROTATION_TOKEN, VaultWorld, World, fast_retries};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------------------
 // helpers
@@ -92,93 +90,21 @@ async fn refused_document(w: &World, value: &str, error_type: &str) -> String {
     msg
 }
 
-/// A loopback HTTP/1.1 server answering every request with `answer(request head)`:
-/// (status, extra headers, body). Records each request head.
-struct Stub {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
+/// An answer with `Content-Type: content_type` (and no other header field) and `body`.
+fn fixed(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
+    Reply::new(status)
+        .header("Content-Type", content_type)
+        .body(body)
 }
 
-type Answer = Arc<dyn Fn(&str) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync>;
-
-impl Stub {
-    async fn start(answer: Answer) -> Stub {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen2 = seen.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let answer = answer.clone();
-                let seen = seen2.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    // read the head, then Content-Length bytes of body
-                    let head_end = loop {
-                        let Ok(n) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break p + 4;
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    while buf.len() < head_end + len {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    seen.lock().unwrap().push(head.clone());
-                    let (status, headers, body) = answer(&head);
-                    let mut out = format!(
-                        "HTTP/1.1 {status} Stub\r\nContent-Length: {}\r\nConnection: close\r\n",
-                        body.len()
-                    );
-                    for (k, v) in headers {
-                        out.push_str(&format!("{k}: {v}\r\n"));
-                    }
-                    out.push_str("\r\n");
-                    let _ = sock.write_all(out.as_bytes()).await;
-                    let _ = sock.write_all(&body).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-        Stub { addr, seen }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
+/// A stub answering every request with `reply`.
+fn always(reply: Reply) -> StubServer {
+    StubServer::replies(vec![reply])
 }
 
-fn fixed(status: u16, content_type: &str, body: Vec<u8>) -> Answer {
-    let ct = content_type.to_owned();
-    Arc::new(move |_| {
-        (
-            status,
-            vec![("Content-Type".to_owned(), ct.clone())],
-            body.clone(),
-        )
-    })
+/// Whether `r` is a request to mint a token (`POST /api/v2/apiTokens`).
+fn is_mint(r: &Recorded) -> bool {
+    r.method == "POST" && r.path == "/api/v2/apiTokens"
 }
 
 /// Secrets Manager (moto) with a manager document and an application secret that both point
@@ -195,7 +121,7 @@ struct StubDtWorld {
 }
 
 impl StubDtWorld {
-    async fn new(stub: &Stub) -> StubDtWorld {
+    async fn new(stub: &StubServer) -> StubDtWorld {
         let (guard, logs) = LogCapture::install_with_filter(&logging::directives("trace"));
         let sm = Moto::shared().client();
         let manager_value = fake_token('M');
@@ -371,7 +297,7 @@ async fn unknown_fields_tolerated_in_rotation_steps_refused_in_rotate_vault() {
     let w = World::new(&[]).await;
     let (secret, _) = w.app_secret(json!({})).await;
     let version = w.begin(&secret).await;
-    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+    for step in STEPS {
         w.invoke(
             json!({"Step": step, "SecretId": secret, "ClientRequestToken": version,
                 "RotationToken": ROTATION_TOKEN, "SomethingNew": {"x": 1}, "step": "ignored"}),
@@ -773,7 +699,7 @@ async fn lookalike_hosts_of_the_manager_are_refused() {
 #[tokio::test]
 async fn redirect_to_another_host_carries_no_credentials() {
     let w = World::new(&[]).await;
-    let elsewhere = Stub::start(fixed(200, "application/json", b"{}".to_vec())).await;
+    let elsewhere = always(fixed(200, "application/json", b"{}".to_vec()));
     for (method, path) in [
         ("POST", "/api/v2/apiTokens/lookup"),
         ("POST", "/api/v2/apiTokens"),
@@ -810,16 +736,9 @@ async fn redirect_to_another_host_carries_no_credentials() {
 
 #[tokio::test]
 async fn vault_redirect_is_not_followed() {
-    let elsewhere = Stub::start(fixed(200, "application/json", b"{}".to_vec())).await;
+    let elsewhere = always(fixed(200, "application/json", b"{}".to_vec()));
     let location = format!("{}/v1/secret/data/x", elsewhere.url());
-    let vault = Stub::start(Arc::new(move |_| {
-        (
-            307,
-            vec![("Location".to_owned(), location.clone())],
-            Vec::new(),
-        )
-    }))
-    .await;
+    let vault = always(Reply::new(307).header("Location", location));
     let vault_token = "s.StubVaultTokenNeverLogMe0123";
     let (guard, logs) = LogCapture::install_with_filter(&logging::directives("trace"));
     let deps = vault_deps(&vault.url(), vault_token);
@@ -846,7 +765,7 @@ async fn huge_and_malformed_bodies_from_dynatrace() {
     let huge_garbage: Vec<u8> = std::iter::repeat_n(b'[', 6 * 1024 * 1024).collect();
     let mut huge_string = br#"{"id":"dt0c01.AAAAAAAAAAAAAAAAAAAAAAAA","name":""#.to_vec();
     huge_string.extend(std::iter::repeat_n(b'x', 6 * 1024 * 1024));
-    let cases: Vec<(Answer, &[&str])> = vec![
+    let cases: Vec<(Reply, &[&str])> = vec![
         (
             fixed(200, "application/json", huge_garbage.clone()),
             &["DynatraceProtocolError"],
@@ -894,7 +813,7 @@ async fn huge_and_malformed_bodies_from_dynatrace() {
         ),
     ];
     for (answer, types) in cases {
-        let stub = Stub::start(answer).await;
+        let stub = always(answer);
         let w = StubDtWorld::new(&stub).await;
         let e = w.create().await.unwrap_err();
         assert!(types.contains(&e.error_type), "{e}");
@@ -905,9 +824,7 @@ async fn huge_and_malformed_bodies_from_dynatrace() {
         );
         assert!(!stub.requests().is_empty());
         assert!(
-            stub.requests()
-                .iter()
-                .all(|r| !r.starts_with("POST /api/v2/apiTokens ")),
+            !stub.requests().iter().any(is_mint),
             "no mint after a bad answer"
         );
         w.assert_clean(&format!("{e} {e:?}")).await;
@@ -918,30 +835,14 @@ async fn huge_and_malformed_bodies_from_dynatrace() {
 async fn dynatrace_error_body_echoing_a_token_is_redacted() {
     // The stub echoes the request body (which carries the looked-up token) and the
     // Authorization header inside its error message.
-    let answer: Answer = Arc::new(|head: &str| {
-        let auth = head
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("authorization: ")
-                    .or_else(|| l.strip_prefix("Authorization: "))
-            })
-            .unwrap_or("")
-            .to_owned();
+    let answer = |req: &Recorded, status: u16| {
+        let auth = req.header("authorization").unwrap_or("").to_owned();
         let body = json!({"error": {"code": 400, "message": format!("bad token {auth}"),
             "constraintViolations": [{"path": "token", "message": format!("{auth} is not allowed; was {}", auth.trim_start_matches("Api-Token "))}]}});
-        (
-            400,
-            vec![("Content-Type".into(), "application/json".into())],
-            body.to_string().into_bytes(),
-        )
-    });
+        Reply::json(status, &body.to_string())
+    };
     for status in [400u16, 403, 503] {
-        let a = answer.clone();
-        let stub = Stub::start(Arc::new(move |h| {
-            let (_, hd, b) = a(h);
-            (status, hd, b)
-        }))
-        .await;
+        let stub = StubServer::start(move |req, _| answer(req, status));
         let w = StubDtWorld::new(&stub).await;
         let e = w.create().await.unwrap_err();
         let shown = format!("{e} {e:?}");
@@ -974,7 +875,7 @@ async fn huge_and_malformed_bodies_from_vault() {
         Vec::new(),
     ] {
         for status in [200u16, 400, 500] {
-            let stub = Stub::start(fixed(status, "application/json", body.clone())).await;
+            let stub = always(fixed(status, "application/json", body.clone()));
             let (guard, logs) = LogCapture::install_with_filter(&logging::directives("trace"));
             let deps = vault_deps(&stub.url(), vault_token);
             let r = app::handle(
@@ -1014,7 +915,7 @@ async fn huge_and_malformed_bodies_from_vault() {
             assert!(
                 stub.requests()
                     .iter()
-                    .all(|r| !r.starts_with("POST") && !r.starts_with("PUT")),
+                    .all(|r| r.method != "POST" && r.method != "PUT"),
                 "nothing written: {:?}",
                 stub.requests()
             );

@@ -5,7 +5,7 @@
 
 mod support;
 
-use rotator_sandbox::sm;
+use rotator_sandbox::sm::{self, STEPS};
 use serde_json::{Value, json};
 use support::{APP_SCOPES, World};
 
@@ -66,7 +66,7 @@ async fn every_step_twice_gives_the_same_end_state_and_one_mint() {
     let w = World::new(&[]).await;
     let (secret, original) = w.app_secret(json!({})).await;
     let version = w.begin(&secret).await;
-    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+    for step in STEPS {
         let first = w
             .step(&secret, &version, step)
             .await

@@ -7,11 +7,9 @@
 mod support;
 
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch, RequestRecord};
-use rotator_sandbox::sm;
+use rotator_sandbox::sm::{self, STEPS};
 use serde_json::json;
 use support::World;
-
-const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 
 /// A call as the fault matcher sees it: method and path with token ids generalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,17 +100,7 @@ async fn every_dynatrace_call_of_every_step_survives_each_fault() {
                 }
                 if failed {
                     // Secrets Manager retries the whole rotation from createSecret.
-                    let stages = w.stages(&secret).await;
-                    if stages
-                        .get(&version)
-                        .is_some_and(|s| s.iter().any(|l| l == "AWSCURRENT"))
-                    {
-                        w.step(&secret, &version, "finishSecret")
-                            .await
-                            .unwrap_or_else(|e| panic!("{label}: retry finish: {e}"));
-                    } else {
-                        w.steps(&secret, &version).await;
-                    }
+                    w.retry_rotation(&secret, &version, &label).await;
                 }
                 let stages = w.stages(&secret).await;
                 assert_eq!(stages[&version], vec!["AWSCURRENT"], "{label}: {stages:?}");

@@ -9,7 +9,8 @@ mod support;
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch, SeedToken};
 use dynatrace_token_rotator::marker::{self, Marker, VaultScope};
 use jiff::{SignedDuration, Timestamp};
-use rotator_sandbox::{FaultProxy, ProxyFault, ProxyRule, sm};
+use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::{FaultProxy, ProxyFault, ProxyRule};
 use serde_json::json;
 use support::{APP_SCOPES, VaultWorld, World};
 
@@ -290,7 +291,7 @@ async fn a_failing_orphan_scan_does_not_keep_awscurrent_from_moving() {
     let (secret, original) = w.app_secret(json!({})).await;
     w.rotate(&secret).await;
     let version = w.begin(&secret).await;
-    for step in ["createSecret", "setSecret", "testSecret"] {
+    for step in &STEPS[..3] {
         w.step(&secret, &version, step).await.unwrap();
     }
     // The tenant-wide listing fails for longer than the client retries.

@@ -1,16 +1,13 @@
-//! Integration tests of the Vault/OpenBao client against a real OpenBao dev server (one per
-//! test binary), plus loopback stubs for redirects, retries and the AWS IAM login.
+//! Integration tests of the Vault/OpenBao client against a real OpenBao dev server (the
+//! sandbox's shared one, [`Bao::shared`]), plus loopback stubs ([`StubServer`]) for redirects,
+//! retries and the AWS IAM login.
 //!
-//! The `bao` binary comes from `BAO_BIN`, else `<workspace>/.tools/venv/bin/bao`, else
-//! `/tmp/lockvenv/bin/bao`.
+//! `bao` comes from the sandbox's tools directory (`$ROTATOR_TOOLS_BIN`, else
+//! `<workspace>/.tools/venv/bin`, installed by `scripts/tools.sh`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -22,6 +19,7 @@ use dynatrace_token_rotator::vault::auth::{
 };
 use dynatrace_token_rotator::vault::kv::{CasWrite, KvClient, KvRead};
 use dynatrace_token_rotator::vault::{VaultError, VaultSettings, http_client};
+use rotator_sandbox::{Bao, LogCapture, Reply, StubServer, unique_suffix};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
@@ -29,164 +27,25 @@ use serde_json::{Map, Value, json};
 // OpenBao dev server
 // ---------------------------------------------------------------------------------------------
 
-struct Bao {
-    addr: String,
-    root: String,
-    child: Child,
-    // Closing this pipe (when the test process exits) makes the wrapper shell kill the server,
-    // so the shared server never outlives the test binary.
-    _stdin: ChildStdin,
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bao_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("BAO_BIN") {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/bao");
-    if local.exists() {
-        return local;
-    }
-    PathBuf::from("/tmp/lockvenv/bin/bao")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn random_hex(n: usize) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    while out.len() < n {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos(),
-        );
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out.truncate(n);
-    out
-}
-
 fn bao() -> &'static Bao {
-    static BAO: OnceLock<Bao> = OnceLock::new();
-    BAO.get_or_init(|| {
-        let bin = bao_bin();
-        assert!(
-            bin.exists(),
-            "OpenBao binary not found at {} (set BAO_BIN or run the project's tool installer)",
-            bin.display()
-        );
-        let port = free_port();
-        let root = format!("root-{}", random_hex(24));
-        let log = std::env::temp_dir().join(format!("bao-vault-client-{port}.log"));
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(r#""$0" server -dev -dev-root-token-id="$1" -dev-listen-address="127.0.0.1:$2" >"$3" 2>&1 & pid=$!; read _; kill $pid; wait $pid"#)
-            .arg(&bin)
-            .arg(&root)
-            .arg(port.to_string())
-            .arg(&log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start bao");
-        let stdin = child.stdin.take().unwrap();
-        let addr = format!("127.0.0.1:{port}");
-        let started = std::time::Instant::now();
-        loop {
-            if let Some((200, _)) = raw_get(&addr, "/v1/sys/health") {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "bao dev server did not become healthy; see {}",
-                log.display()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Bao {
-            addr: format!("http://{addr}"),
-            root,
-            child,
-            _stdin: stdin,
-        }
-    })
+    Bao::shared()
 }
 
-/// Minimal blocking HTTP GET (used before any async runtime exists).
-fn raw_get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, out))
-}
-
+/// `prefix` plus a random suffix: names that do not collide on the shared server.
 fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}{}", N.fetch_add(1, Ordering::Relaxed))
+    format!("{prefix}{}", unique_suffix())
 }
 
 /// A root-token call for test setup; returns status and JSON body (Null when empty).
 async fn root_call(method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    root_call_ns(method, path, body, None).await
-}
-
-async fn root_call_ns(
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    namespace: Option<&str>,
-) -> (u16, Value) {
-    let b = bao();
-    let client = reqwest::Client::new();
-    let mut rb = client
-        .request(
-            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-            format!("{}/v1/{path}", b.addr),
-        )
-        .header("X-Vault-Token", &b.root);
-    if let Some(ns) = namespace {
-        rb = rb.header("X-Vault-Namespace", ns);
-    }
-    if let Some(body) = body {
-        rb = rb.json(&body);
-    }
-    let resp = rb.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let v = if text.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap()
-    };
-    (status, v)
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let (status, value) = bao().request(method, path, body.as_ref()).await.unwrap();
+    (status.as_u16(), value)
 }
 
 fn settings(mount: &str, namespace: Option<&str>) -> VaultSettings {
     VaultSettings::new(
-        url::Url::parse(&bao().addr).unwrap(),
+        url::Url::parse(&bao().addr()).unwrap(),
         namespace.map(str::to_owned),
         mount,
     )
@@ -202,7 +61,7 @@ fn root_kv(mount: &str) -> KvClient {
     let s = settings(mount, None);
     let session = session_for(
         &s,
-        AuthMethod::Token(SecretString::from(bao().root.clone())),
+        AuthMethod::Token(SecretString::from(bao().root_token().to_owned())),
     );
     KvClient::new(http_client().unwrap(), s, session)
 }
@@ -465,19 +324,21 @@ async fn namespace_header() {
         eprintln!("namespaces unsupported by this server ({status} {body}); skipping");
         return;
     }
-    let (status, body) = root_call_ns(
-        "POST",
-        "sys/mounts/secret",
-        Some(json!({"type": "kv", "options": {"version": "2"}})),
-        Some(&ns),
-    )
-    .await;
-    assert!(status < 300, "{status} {body}");
+    let (status, body) = bao()
+        .request_in(
+            &ns,
+            reqwest::Method::POST,
+            "sys/mounts/secret",
+            Some(&json!({"type": "kv", "options": {"version": "2"}})),
+        )
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{status} {body}");
 
     let s = settings("secret", Some(&format!("{ns}/")));
     let session = session_for(
         &s,
-        AuthMethod::Token(SecretString::from(bao().root.clone())),
+        AuthMethod::Token(SecretString::from(bao().root_token().to_owned())),
     );
     let kv = KvClient::new(http_client().unwrap(), s, session);
     assert_eq!(
@@ -495,7 +356,7 @@ async fn namespace_header() {
     let s = settings("secret", Some("no-such-ns/"));
     let session = session_for(
         &s,
-        AuthMethod::Token(SecretString::from(bao().root.clone())),
+        AuthMethod::Token(SecretString::from(bao().root_token().to_owned())),
     );
     let kv = KvClient::new(http_client().unwrap(), s, session);
     let err = kv.read("dynatrace/app1").await.unwrap_err();
@@ -563,7 +424,7 @@ async fn approle_login_and_relogin_after_revocation() {
         CasWrite::Written { version: 1 }
     );
     let first = session.token().await.unwrap();
-    assert_ne!(first.expose_secret(), bao().root);
+    assert_ne!(first.expose_secret(), bao().root_token());
 
     // Revoke the session's token behind its back.
     let (status, body) = root_call(
@@ -783,135 +644,13 @@ async fn permission_denied_with_restricted_token() {
 // Loopback stub server: redirects, retries, IAM login
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Debug)]
-struct Recorded {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// The stub's base URL as the Vault settings take it.
+fn stub_url(stub: &StubServer) -> url::Url {
+    url::Url::parse(&stub.url()).unwrap()
 }
 
-impl Recorded {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-struct Canned {
-    status: u16,
-    headers: Vec<(&'static str, String)>,
-    body: String,
-}
-
-fn canned(status: u16, body: &str) -> Canned {
-    Canned {
-        status,
-        headers: vec![],
-        body: body.to_owned(),
-    }
-}
-
-struct Stub {
-    url: url::Url,
-    requests: Arc<Mutex<Vec<Recorded>>>,
-}
-
-/// Serves `responses` in order (the last one repeats), recording each request. The static
-/// token's check at first use (`auth/token/lookup-self`) is answered apart, as a live token
-/// that never expires, and neither recorded nor counted.
-fn stub(responses: Vec<Canned>) -> Stub {
-    serve(true, move |_, i| {
-        let c = &responses[i.min(responses.len() - 1)];
-        Canned {
-            status: c.status,
-            headers: c.headers.clone(),
-            body: c.body.clone(),
-        }
-    })
-}
-
-/// Answers each request with `respond(request, index)`, recording each request.
-fn stub_fn(respond: impl Fn(&Recorded, usize) -> Canned + Send + 'static) -> Stub {
-    serve(false, respond)
-}
-
-fn serve(
-    answer_lookup_self: bool,
-    respond: impl Fn(&Recorded, usize) -> Canned + Send + 'static,
-) -> Stub {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = url::Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let recorded = requests.clone();
-    std::thread::spawn(move || {
-        let mut i = 0;
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let Some(req) = read_request(&mut conn) else {
-                continue;
-            };
-            let c = if answer_lookup_self && req.path == "/v1/auth/token/lookup-self" {
-                canned(200, r#"{"data":{"ttl":0,"renewable":false}}"#)
-            } else {
-                let c = respond(&req, i);
-                i += 1;
-                recorded.lock().unwrap().push(req);
-                c
-            };
-            let mut head = format!(
-                "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-                c.status,
-                c.body.len()
-            );
-            for (k, v) in &c.headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let _ = conn.write_all(head.as_bytes());
-            let _ = conn.write_all(c.body.as_bytes());
-        }
-    });
-    Stub { url, requests }
-}
-
-fn read_request(conn: &mut TcpStream) -> Option<Recorded> {
-    let mut reader = BufReader::new(conn.try_clone().ok()?);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next()?.to_owned();
-    let path = parts.next()?.to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut l = String::new();
-        reader.read_line(&mut l).ok()?;
-        let l = l.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':')?;
-        headers.push((k.trim().to_owned(), v.trim().to_owned()));
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    Some(Recorded {
-        method,
-        path,
-        headers,
-        body,
-    })
-}
-
-fn stub_kv(stub: &Stub, token: &str) -> KvClient {
-    let s = VaultSettings::new(stub.url.clone(), None, "secret").unwrap();
+fn stub_kv(stub: &StubServer, token: &str) -> KvClient {
+    let s = VaultSettings::new(stub_url(stub), None, "secret").unwrap();
     let session = Arc::new(Session::new(
         http_client().unwrap(),
         &s,
@@ -925,23 +664,23 @@ async fn concurrent_refusals_trigger_a_single_relogin() {
     // Logins hand out s.gen1, s.gen2, ...; s.gen1 is "revoked" (403 everywhere).
     let logins = Arc::new(AtomicU32::new(0));
     let counter = logins.clone();
-    let s = stub_fn(move |req, _| {
+    let s = StubServer::start(move |req, _| {
         if req.path == "/v1/auth/approle/login" {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            return canned(
+            return Reply::json(
                 200,
                 &format!(r#"{{"auth":{{"client_token":"s.gen{n}","lease_duration":600}}}}"#),
             );
         }
         if req.header("x-vault-token") == Some("s.gen1") {
-            return canned(403, r#"{"errors":["permission denied"]}"#);
+            return Reply::json(403, r#"{"errors":["permission denied"]}"#);
         }
-        canned(
+        Reply::json(
             200,
             r#"{"data":{"data":{"token":"v"},"metadata":{"version":1}}}"#,
         )
     });
-    let settings = VaultSettings::new(s.url.clone(), None, "secret").unwrap();
+    let settings = VaultSettings::new(stub_url(&s), None, "secret").unwrap();
     let session = Arc::new(Session::new(
         http_client().unwrap(),
         &settings,
@@ -958,7 +697,7 @@ async fn concurrent_refusals_trigger_a_single_relogin() {
     assert_eq!(logins.load(Ordering::SeqCst), 2);
     assert_eq!(session.token().await.unwrap().expose_secret(), "s.gen2");
     // The refused token was checked with lookup-self before logging in again.
-    let reqs = s.requests.lock().unwrap();
+    let reqs = s.requests();
     assert!(
         reqs.iter().any(|r| r.path == "/v1/auth/token/lookup-self"
             && r.header("x-vault-token") == Some("s.gen1"))
@@ -967,33 +706,27 @@ async fn concurrent_refusals_trigger_a_single_relogin() {
 
 #[tokio::test]
 async fn redirect_is_an_error_and_not_followed() {
-    let target = stub(vec![canned(
+    let target = StubServer::vault(vec![Reply::json(
         200,
         r#"{"data":{"data":{},"metadata":{"version":1}}}"#,
     )]);
-    let s = stub(vec![Canned {
-        status: 307,
-        headers: vec![("Location", format!("{}v1/secret/data/x", target.url))],
-        body: String::new(),
-    }]);
+    let s = StubServer::vault(vec![
+        Reply::json(307, "").header("Location", format!("{}/v1/secret/data/x", target.url())),
+    ]);
     let kv = stub_kv(&s, "s.redirect-token");
     let err = kv.read("x").await.unwrap_err();
     assert!(matches!(err, VaultError::Redirect { .. }), "{err:?}");
-    assert!(target.requests.lock().unwrap().is_empty());
-    assert_eq!(s.requests.lock().unwrap().len(), 1);
+    assert!(target.requests().is_empty());
+    assert_eq!(s.requests().len(), 1);
     assert!(!err.to_string().contains("s.redirect-token"));
 }
 
 #[tokio::test]
 async fn retries_on_503_429_then_succeeds() {
-    let s = stub(vec![
-        canned(503, r#"{"errors":["Vault is sealed"]}"#),
-        Canned {
-            status: 429,
-            headers: vec![("Retry-After", "0".into())],
-            body: r#"{"errors":["rate limit quota exceeded"]}"#.into(),
-        },
-        canned(
+    let s = StubServer::vault(vec![
+        Reply::json(503, r#"{"errors":["Vault is sealed"]}"#),
+        Reply::json(429, r#"{"errors":["rate limit quota exceeded"]}"#).header("Retry-After", "0"),
+        Reply::json(
             200,
             r#"{"data":{"data":{"token":"x"},"metadata":{"version":4}}}"#,
         ),
@@ -1003,7 +736,7 @@ async fn retries_on_503_429_then_succeeds() {
         KvRead::Present(e) => assert_eq!(e.version, 4),
         other => panic!("{other:?}"),
     }
-    let reqs = s.requests.lock().unwrap();
+    let reqs = s.requests();
     assert_eq!(reqs.len(), 3);
     assert_eq!(reqs[0].path, "/v1/secret/data/x");
     assert_eq!(reqs[0].header("x-vault-token"), Some("s.t"));
@@ -1012,7 +745,7 @@ async fn retries_on_503_429_then_succeeds() {
 
 #[tokio::test]
 async fn retries_are_bounded_and_cas_write_not_retried_on_500() {
-    let s = stub(vec![canned(502, r#"{"errors":["upstream"]}"#)]);
+    let s = StubServer::vault(vec![Reply::json(502, r#"{"errors":["upstream"]}"#)]);
     let kv = stub_kv(&s, "s.t");
     let err = kv.read("x").await.unwrap_err();
     match &err {
@@ -1024,35 +757,33 @@ async fn retries_are_bounded_and_cas_write_not_retried_on_500() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.requests.lock().unwrap().len(), 4);
+    assert_eq!(s.requests().len(), 4);
 
     // A 500 on a CAS write may hide a landed write: not repeated.
-    let s = stub(vec![canned(500, r#"{"errors":["internal error"]}"#)]);
+    let s = StubServer::vault(vec![Reply::json(500, r#"{"errors":["internal error"]}"#)]);
     let kv = stub_kv(&s, "s.t");
     let err = kv.write_cas("x", &doc("t"), 3).await.unwrap_err();
     assert!(matches!(err, VaultError::Api { .. }), "{err:?}");
-    assert_eq!(s.requests.lock().unwrap().len(), 1);
-    let sent: Value = serde_json::from_slice(&s.requests.lock().unwrap()[0].body).unwrap();
+    assert_eq!(s.requests().len(), 1);
+    let sent: Value = serde_json::from_slice(&s.requests()[0].body).unwrap();
     assert_eq!(sent["options"]["cas"], 3);
 
     // The deadline bounds the back-off.
-    let s = stub(vec![Canned {
-        status: 503,
-        headers: vec![("Retry-After", "10".into())],
-        body: r#"{"errors":["standby"]}"#.into(),
-    }]);
+    let s = StubServer::vault(vec![
+        Reply::json(503, r#"{"errors":["standby"]}"#).header("Retry-After", "10"),
+    ]);
     let kv = stub_kv(&s, "s.t")
         .with_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(2)));
     let started = std::time::Instant::now();
     let err = kv.read("x").await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(2), "{err:?}");
-    assert_eq!(s.requests.lock().unwrap().len(), 1);
+    assert_eq!(s.requests().len(), 1);
 }
 
 #[tokio::test]
 async fn transport_error_on_cas_write_is_reported_not_retried() {
     // Nothing listens on this port.
-    let port = free_port();
+    let port = rotator_sandbox::free_port().unwrap();
     let s = VaultSettings::new(
         url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap(),
         None,
@@ -1208,17 +939,17 @@ fn iam_login_body_is_consistently_signed() {
 
 #[tokio::test]
 async fn iam_login_against_stub() {
-    let s = stub(vec![
-        canned(
+    let s = StubServer::vault(vec![
+        Reply::json(
             200,
             r#"{"auth":{"client_token":"s.test","lease_duration":300,"renewable":true}}"#,
         ),
-        canned(
+        Reply::json(
             200,
             r#"{"data":{"data":{"token":"v"},"metadata":{"version":1}}}"#,
         ),
     ]);
-    let settings = VaultSettings::new(s.url.clone(), Some("team-a/".into()), "secret").unwrap();
+    let settings = VaultSettings::new(stub_url(&s), Some("team-a/".into()), "secret").unwrap();
     let creds = Credentials::new(
         "AKIDEXAMPLE",
         "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
@@ -1243,7 +974,7 @@ async fn iam_login_against_stub() {
     assert!(matches!(kv.read("x").await.unwrap(), KvRead::Present(_)));
     assert_eq!(session.token().await.unwrap().expose_secret(), "s.test");
 
-    let reqs = s.requests.lock().unwrap().clone();
+    let reqs = s.requests();
     assert_eq!(reqs.len(), 2);
     let login = &reqs[0];
     assert_eq!(login.method, "POST");
@@ -1257,7 +988,7 @@ async fn iam_login_against_stub() {
     assert_eq!(reqs[1].path, "/v1/secret/data/x");
 
     // Missing credentials provider is a configuration error, not a panic.
-    let settings = VaultSettings::new(s.url.clone(), None, "secret").unwrap();
+    let settings = VaultSettings::new(stub_url(&s), None, "secret").unwrap();
     let no_creds = Session::new(
         http_client().unwrap(),
         &settings,
@@ -1281,16 +1012,7 @@ async fn iam_login_against_stub() {
 #[tokio::test]
 async fn secrets_never_in_errors_debug_or_logs() {
     // Capture every log line (TRACE, dependencies included) emitted on this test's thread.
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer({
-            let logs = logs.clone();
-            move || LogBuf(logs.clone())
-        })
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (_guard, capture) = LogCapture::install();
 
     let secret_value = "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX.SECRETPARTSECRETPARTSECRETPART";
     let kv = root_kv("secret");
@@ -1302,7 +1024,7 @@ async fn secrets_never_in_errors_debug_or_logs() {
     assert!(!entry_debug.contains("SECRETPART"), "{entry_debug}");
     assert!(!entry_debug.contains("dynatrace.com"), "{entry_debug}");
 
-    let root = bao().root.clone();
+    let root = bao().root_token().to_owned();
     let client_debug = format!("{kv:?} {:?}", kv.session());
     assert!(!client_debug.contains(&root), "{client_debug}");
     kv.session().token().await.unwrap();
@@ -1357,11 +1079,11 @@ async fn secrets_never_in_errors_debug_or_logs() {
     approle_kv.read(&unique("approle/p")).await.unwrap();
     let relogin_token = session.token().await.unwrap().expose_secret().to_owned();
 
-    let iam_stub = stub(vec![canned(
+    let iam_stub = StubServer::vault(vec![Reply::json(
         200,
         r#"{"auth":{"client_token":"s.iam-issued-token","lease_duration":300}}"#,
     )]);
-    let iam_settings = VaultSettings::new(iam_stub.url.clone(), None, "secret").unwrap();
+    let iam_settings = VaultSettings::new(stub_url(&iam_stub), None, "secret").unwrap();
     let iam = Session::new(
         http_client().unwrap(),
         &iam_settings,
@@ -1383,7 +1105,7 @@ async fn secrets_never_in_errors_debug_or_logs() {
     assert!(!format!("{iam:?}").contains("s.iam-issued-token"));
 
     drop(_guard);
-    let logs = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     assert!(logs.contains("logged in to Vault"), "{logs}");
     for secret in [
         secret_value,
@@ -1411,17 +1133,5 @@ async fn secrets_never_in_errors_debug_or_logs() {
         ] {
             assert!(!text.contains(secret), "leak of {secret:?} in {text}");
         }
-    }
-}
-
-struct LogBuf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuf {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

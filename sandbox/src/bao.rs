@@ -138,6 +138,31 @@ impl Bao {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value)> {
+        self.send(token, None, method, path, body).await
+    }
+
+    /// Like [`Bao::request`], inside the Vault namespace `namespace` (sent as
+    /// `X-Vault-Namespace`), e.g. to mount an engine in a namespace created with
+    /// `POST sys/namespaces/<name>`.
+    pub async fn request_in(
+        &self,
+        namespace: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value)> {
+        self.send(&self.root_token, Some(namespace), method, path, body)
+            .await
+    }
+
+    async fn send(
+        &self,
+        token: &str,
+        namespace: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value)> {
         // A fresh client per call: tests run on many short-lived runtimes, and a pooled
         // connection cannot outlive the runtime that opened it.
         let http = reqwest::Client::builder()
@@ -146,6 +171,9 @@ impl Bao {
             .build()?;
         let url = format!("{}/v1/{}", self.addr(), path.trim_start_matches('/'));
         let mut request = http.request(method, url).header("X-Vault-Token", token);
+        if let Some(namespace) = namespace {
+            request = request.header("X-Vault-Namespace", namespace);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

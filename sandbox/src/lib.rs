@@ -8,6 +8,8 @@
 //!   put it into the pending state of a rotation, read versions and labels);
 //! - [`Bao`]: `bao server -dev` (OpenBao) as Vault, with KV v1/v2, AppRole and policy helpers;
 //! - [`FaultProxy`]: a recording reverse proxy that injects faults in front of moto or OpenBao;
+//! - [`StubServer`] (module [`stub`]): a scripted loopback HTTP server for answers no real
+//!   server gives (redirects, canned 5xx sequences, malformed or huge bodies, an IAM login);
 //! - [`LogCapture`]: captures `tracing` output as JSON lines, to assert no secret is logged;
 //! - [`CargoLambda`]: `cargo lambda watch` / `invoke` around the rotator binary.
 //!
@@ -25,6 +27,7 @@ mod moto;
 mod process;
 mod proxy;
 pub mod sm;
+pub mod stub;
 
 use std::fmt;
 use std::net::TcpListener;
@@ -35,6 +38,7 @@ pub use lambda::CargoLambda;
 pub use logs::LogCapture;
 pub use moto::Moto;
 pub use proxy::{FaultProxy, ProxyCall, ProxyFault, ProxyRule};
+pub use stub::{Recorded, Reply, StubServer};
 
 /// Error of the sandbox helpers: a message naming what failed and, where useful, what to do.
 #[derive(Debug)]

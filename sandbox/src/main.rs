@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use dynatrace_emulator::{Emulator, SeedToken, TokenState};
-use rotator_sandbox::sm::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, LAMBDA_ARN};
+use rotator_sandbox::sm::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, LAMBDA_ARN, STEPS};
 use rotator_sandbox::{Bao, CargoLambda, Error, Moto, Result, token_document, workspace_root};
 use serde_json::Value;
 
@@ -25,7 +25,6 @@ const VAULT_APPS: [(&str, &str); 3] = [
     ("dynatrace/app-b", "app-b ingest"),
     ("dynatrace/team-x/app-c", "app-c ingest"),
 ];
-const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
 
 fn usage() -> ExitCode {
     eprintln!(

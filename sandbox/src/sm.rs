@@ -28,6 +28,10 @@ pub const AWSPENDING: &str = "AWSPENDING";
 /// Label of the version that was current before the last rotation.
 pub const AWSPREVIOUS: &str = "AWSPREVIOUS";
 
+/// The four steps of a rotation, in the order Secrets Manager invokes the rotation function
+/// with them (the event's `Step`): one list for the demo and every test that walks a rotation.
+pub const STEPS: [&str; 4] = ["createSecret", "setSecret", "testSecret", "finishSecret"];
+
 /// A Secrets Manager client for `endpoint` (e.g. [`crate::Moto::endpoint`]): region
 /// `us-east-1`, static credentials `test`/`test`, built without reading environment variables
 /// or `~/.aws`.

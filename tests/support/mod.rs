@@ -13,7 +13,8 @@ use dynatrace_token_rotator::config::Config;
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::{Dynatrace, RetrySettings};
 use dynatrace_token_rotator::{logging, marker};
-use rotator_sandbox::{LogCapture, Moto, sm};
+use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::{LogCapture, Moto};
 use serde_json::{Value, json};
 
 /// Scopes of the manager token.
@@ -154,10 +155,28 @@ impl World {
 
     /// Runs the four steps in order, failing the test on any error.
     pub async fn steps(&self, secret: &str, version: &str) {
-        for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        for step in STEPS {
             self.step(secret, version, step)
                 .await
                 .unwrap_or_else(|e| panic!("{step} failed: {e}"));
+        }
+    }
+
+    /// Retries the rotation of `secret` at `version` after a failed (or crashed) step, the way
+    /// Secrets Manager does, with the same version: when `version` already carries AWSCURRENT
+    /// (the label moved before the failure) only `finishSecret` runs again, else all four
+    /// steps from `createSecret`. Fails the test on any error, naming `label` and the step.
+    pub async fn retry_rotation(&self, secret: &str, version: &str, label: &str) {
+        let moved = self
+            .stages(secret)
+            .await
+            .get(version)
+            .is_some_and(|s| s.iter().any(|l| l == sm::AWSCURRENT));
+        let steps: &[&str] = if moved { &["finishSecret"] } else { &STEPS };
+        for step in steps {
+            self.step(secret, version, step)
+                .await
+                .unwrap_or_else(|e| panic!("{label}: retry {step}: {e}"));
         }
     }
 
