@@ -40,6 +40,51 @@ impl Deps {
     }
 }
 
+/// Reports a failure of the init phase (a configuration refused, a client that cannot be
+/// built) to the Lambda Runtime API's `/runtime/init/error` before the process exits, so that
+/// Lambda, Secrets Manager's `RotationFailed` event and `aws lambda invoke` show the cause
+/// (e.g. `ConfigError` naming the variable) instead of `Runtime.ExitError`. Outside Lambda
+/// (`AWS_LAMBDA_RUNTIME_API` unset) it only logs. A failed report is logged, never retried:
+/// the process exits either way.
+pub async fn report_init_error(error: &HandlerError) {
+    tracing::error!(error_type = error.error_type, error = %error.message, "init failed; the function cannot start");
+    let Ok(api) = std::env::var("AWS_LAMBDA_RUNTIME_API") else {
+        return;
+    };
+    let url = format!("http://{api}/2018-06-01/runtime/init/error");
+    let body = serde_json::json!({
+        "errorType": error.error_type,
+        "errorMessage": error.message,
+    });
+    let sent = reqwest::Client::new()
+        .post(&url)
+        .header("Lambda-Runtime-Function-Error-Type", error.error_type)
+        .timeout(std::time::Duration::from_secs(2))
+        .json(&body)
+        .send()
+        .await;
+    match sent {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => tracing::error!(
+            status = r.status().as_u16(),
+            "the Runtime API refused the init error report"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not report the init error to the Runtime API"),
+    }
+}
+
+impl From<crate::config::ConfigError> for HandlerError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Self::new("ConfigError", e)
+    }
+}
+
+impl From<crate::vault::VaultError> for HandlerError {
+    fn from(e: crate::vault::VaultError) -> Self {
+        Self::new(e.code(), e)
+    }
+}
+
 /// A failed invocation: a stable error type and a secret-free message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HandlerError {
@@ -121,13 +166,26 @@ pub async fn handle(
         .into());
     }
     let invocation = event::parse(payload)?;
+    let action = invocation.action_name();
+    let started = std::time::Instant::now();
+    let answer = dispatch(deps, invocation, deadline).await;
+    crate::metrics::emit(action, answer.as_ref().ok(), started.elapsed());
+    answer
+}
+
+/// Runs one decoded invocation.
+async fn dispatch(
+    deps: &Deps,
+    invocation: Invocation,
+    deadline: Deadline,
+) -> Result<Value, HandlerError> {
     match invocation {
         Invocation::Rotation(req) => {
             tracing::info!(secret = %req.secret_id, version = %req.client_request_token, step = ?req.step, "Secrets Manager rotation step");
             let ctx = SmContext {
                 config: &deps.config,
-                sm: &deps.secrets_manager,
-                dt: &deps.dynatrace,
+                secrets_manager: &deps.secrets_manager,
+                dynatrace: &deps.dynatrace,
             };
             let report = secrets_manager::run_step(&ctx, &req, deadline).await.map_err(|e| {
                 let e = HandlerError::from(e);
@@ -238,4 +296,30 @@ async fn run_audit(deps: &Deps, deadline: Deadline) -> Result<Value, HandlerErro
             e
         })?;
     Ok(serde_json::to_value(report).unwrap_or(Value::Null))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_size_of_an_event_is_counted_up_to_the_limit() {
+        let v = json!({"action": "sweep"});
+        assert_eq!(serialized_len(&v, 1000), v.to_string().len());
+        let big = json!({"pad": "x".repeat(5000)});
+        assert!(serialized_len(&big, 100) > 100, "stops past the limit");
+    }
+
+    #[test]
+    fn failures_carry_their_errors_code_and_message() {
+        let e = HandlerError::from(EventError::UnknownAction("dance".into()));
+        assert_eq!(e.error_type, "UnknownAction");
+        assert!(e.message.contains("dance"));
+        let e = HandlerError::from(RunError::NoPaths);
+        assert_eq!(e.error_type, "ConfigError");
+        let d = lambda_runtime::Diagnostic::from(e.clone());
+        assert_eq!(d.error_type, "ConfigError");
+        assert_eq!(d.error_message, e.message);
+    }
 }

@@ -836,3 +836,82 @@ fn status_error(op: &'static str, env: &EnvironmentUrl, reply: &Reply) -> DtErro
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            body: Zeroizing::new(body.as_bytes().to_vec()),
+            unclear_before: false,
+        }
+    }
+
+    #[test]
+    fn error_bodies_are_summarised_without_token_values() {
+        let r = reply(
+            400,
+            r#"{"error":{"code":400,"message":"Constraints violated.","constraintViolations":[{"path":"scopes","message":"unknown scope"}]}}"#,
+        );
+        assert_eq!(
+            error_message(&r),
+            "Constraints violated.; scopes: unknown scope"
+        );
+        assert_eq!(error_message(&reply(502, "")), "(empty body)");
+        assert_eq!(
+            error_message(&reply(502, "<html>bad gateway</html>")),
+            "(no error envelope in the body)"
+        );
+        // A server echoing a token value in its message never passes it on.
+        let echoed = format!(
+            r#"{{"error":{{"code":401,"message":"token dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX.{} is invalid"}}}}"#,
+            "A".repeat(64)
+        );
+        assert!(!error_message(&reply(401, &echoed)).contains(&"A".repeat(64)));
+    }
+
+    #[test]
+    fn token_ids_are_encoded_in_urls() {
+        let env = EnvironmentUrl::parse("https://abc123.live.dynatrace.com/").unwrap();
+        assert_eq!(
+            token_url(&env, "dt0c01.ABC"),
+            "https://abc123.live.dynatrace.com/api/v2/apiTokens/dt0c01.ABC"
+        );
+        // An id cannot change the path it is sent to.
+        assert!(token_url(&env, "../x?y#z").ends_with("/api/v2/apiTokens/..%2Fx%3Fy%23z"));
+    }
+
+    #[test]
+    fn times_round_trip_in_the_api_format() {
+        let t: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
+        let shown = format_time(t);
+        assert_eq!(parse_time(&Some(shown)), Some(t));
+        assert_eq!(parse_time(&Some("not a time".into())), None);
+        assert_eq!(parse_time(&None), None);
+    }
+
+    #[test]
+    fn every_error_has_its_own_code() {
+        let env = EnvironmentUrl::parse("https://abc123.live.dynatrace.com/").unwrap();
+        let e = status_error(
+            "create",
+            &env,
+            &reply(
+                403,
+                r#"{"error":{"code":403,"message":"Token is missing required scope"}}"#,
+            ),
+        );
+        assert_eq!(e.code(), "DynatraceForbidden", "{e}");
+        let e = status_error("create", &env, &reply(401, ""));
+        assert_eq!(e.code(), "DynatraceUnauthorized", "{e}");
+        let e = status_error("create", &env, &reply(400, ""));
+        assert_eq!(e.code(), "DynatraceBadRequest", "{e}");
+        let e = status_error("lookup", &env, &reply(404, ""));
+        assert_eq!(e.code(), "DynatraceNotFound", "{e}");
+        // A status the API does not document is a protocol error, not a guess.
+        let e = status_error("create", &env, &reply(418, ""));
+        assert_eq!(e.code(), "DynatraceProtocolError", "{e}");
+    }
+}

@@ -112,6 +112,25 @@ pub enum Invocation {
     Audit,
 }
 
+impl Invocation {
+    /// The `Action` dimension of this invocation's metrics: the step name for Secrets Manager
+    /// (`createSecret` …), the action otherwise (`rotate-vault`, `sqs`, `sweep`, `audit`).
+    pub fn action_name(&self) -> &'static str {
+        match self {
+            Invocation::Rotation(r) => match r.step {
+                Step::Create => "createSecret",
+                Step::Set => "setSecret",
+                Step::Test => "testSecret",
+                Step::Finish => "finishSecret",
+            },
+            Invocation::RotateVault(_) | Invocation::Scheduled => "rotate-vault",
+            Invocation::Sqs(_) => "sqs",
+            Invocation::Sweep { .. } => "sweep",
+            Invocation::Audit => "audit",
+        }
+    }
+}
+
 /// Why an event was not understood. Never echoes values (the event may carry a
 /// `RotationToken`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,6 +16,7 @@ pub mod environment;
 pub mod event;
 pub mod logging;
 pub mod marker;
+pub mod metrics;
 pub mod policy;
 pub mod rotation;
 pub mod secret;

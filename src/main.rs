@@ -22,24 +22,35 @@ fn secrets_manager_client(aws: &aws_config::SdkConfig) -> aws_sdk_secretsmanager
     aws_sdk_secretsmanager::Client::from_conf(config)
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    logging::init();
-    let config =
-        Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+/// Builds what every invocation shares: configuration, clients, the Vault backend.
+async fn init() -> Result<Deps, HandlerError> {
+    let config = Config::from_env()?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let vault = match &config.vault {
-        Some(v) => Some(
-            VaultBackend::new(v, aws.credentials_provider())
-                .inspect_err(|e| tracing::error!(error = %e, "invalid Vault configuration"))?,
-        ),
+        Some(v) => Some(VaultBackend::new(v, aws.credentials_provider())?),
         None => None,
     };
-    let deps = Deps {
+    let dynatrace = Dynatrace::new(RetrySettings::default()).map_err(|e| HandlerError {
+        error_type: "ConfigError",
+        message: format!("cannot build the Dynatrace HTTP client: {e}"),
+    })?;
+    Ok(Deps {
         vault,
         config,
         secrets_manager: secrets_manager_client(&aws),
-        dynatrace: Dynatrace::new(RetrySettings::default())?,
+        dynatrace,
+    })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    logging::init();
+    let deps = match init().await {
+        Ok(deps) => deps,
+        Err(e) => {
+            app::report_init_error(&e).await;
+            return Err(e.into());
+        }
     };
     let deps = &deps;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

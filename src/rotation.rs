@@ -162,7 +162,7 @@ impl RotationError {
 }
 
 /// Wraps a Dynatrace error with what the rotator was doing.
-pub fn dt(context: impl Into<String>) -> impl FnOnce(DtError) -> RotationError {
+pub fn dynatrace_error(context: impl Into<String>) -> impl FnOnce(DtError) -> RotationError {
     move |source| RotationError::Dynatrace {
         context: context.into(),
         source,
@@ -265,7 +265,7 @@ pub async fn inspect(
     let found = dt_client
         .lookup(&mgr.env, &mgr.token, value, deadline)
         .await
-        .map_err(dt("looking up the current token"))?;
+        .map_err(dynatrace_error("looking up the current token"))?;
     let t = found.ok_or_else(|| RotationError::CurrentTokenUnknown {
         id: value.derived_id(),
         env: mgr.env.to_string(),
@@ -378,10 +378,10 @@ pub async fn mint(
             let c = dt_client
                 .create(&mgr.env, &mgr.token, &body, deadline)
                 .await
-                .map_err(dt("minting the new token"))?;
+                .map_err(dynatrace_error("minting the new token"))?;
             (c, true)
         }
-        Err(e) => return Err(dt("minting the new token")(e)),
+        Err(e) => return Err(dynatrace_error("minting the new token")(e)),
     };
     tracing::info!(token_id = %created.id, scopes = ?plan.scopes, expires = ?created.expiration_date, "minted new token");
     Ok(Minted {
@@ -414,7 +414,7 @@ pub async fn prove(
                 "Dynatrace refuses it (401): disabled, expired or unknown".into(),
             ));
         }
-        Err(e) => return Err(dt(format!("checking new token {id}"))(e)),
+        Err(e) => return Err(dynatrace_error(format!("checking new token {id}"))(e)),
     };
     if !info.is_enabled() {
         return Err(fail("it is disabled".into()));
@@ -464,7 +464,7 @@ pub async fn revoke(
             if dt_client
                 .delete(&mgr.env, &mgr.token, id, deadline)
                 .await
-                .map_err(dt(format!("deleting old token {id}")))?
+                .map_err(dynatrace_error(format!("deleting old token {id}")))?
             {
                 Revoked::Deleted
             } else {
@@ -475,7 +475,7 @@ pub async fn revoke(
             let Some(t) = dt_client
                 .get(&mgr.env, &mgr.token, id, deadline)
                 .await
-                .map_err(dt(format!("reading old token {id}")))?
+                .map_err(dynatrace_error(format!("reading old token {id}")))?
             else {
                 return Ok(Revoked::Gone);
             };
@@ -493,7 +493,7 @@ pub async fn revoke(
                 {
                     Ok(()) => Revoked::Disabled,
                     Err(DtError::NotFound { .. }) => Revoked::Gone,
-                    Err(e) => return Err(dt(format!("disabling old token {id}"))(e)),
+                    Err(e) => return Err(dynatrace_error(format!("disabling old token {id}"))(e)),
                 }
             }
         }
@@ -513,7 +513,7 @@ pub async fn minted_for_secret(
     let all = dt_client
         .list(&mgr.env, &mgr.token, None, "+modifiedDate", deadline)
         .await
-        .map_err(dt("listing tokens"))?;
+        .map_err(dynatrace_error("listing tokens"))?;
     Ok(all
         .into_iter()
         .filter(|t| marker::owner_key(t.name_str()).is_some_and(|s| secret_keys.contains(&s)))
@@ -538,7 +538,7 @@ pub async fn delete_marked(
             dt_client
                 .delete(&mgr.env, &mgr.token, &id, deadline)
                 .await
-                .map_err(dt(format!("deleting orphaned token {id}")))?;
+                .map_err(dynatrace_error(format!("deleting orphaned token {id}")))?;
             tracing::info!(token_id = %id, "deleted a token an interrupted attempt minted");
             deleted.push(id);
         }
@@ -576,7 +576,7 @@ pub async fn token_id_of(
     let found = dt_client
         .lookup(&mgr.env, &mgr.token, &doc.token, deadline)
         .await
-        .map_err(dt("looking up a stored legacy token"))?;
+        .map_err(dynatrace_error("looking up a stored legacy token"))?;
     Ok(found.and_then(|t| t.id))
 }
 
@@ -593,7 +593,7 @@ pub async fn proven_id(
     let found = dt_client
         .lookup(&mgr.env, &mgr.token, value, deadline)
         .await
-        .map_err(dt("looking up a stored token by its value"))?;
+        .map_err(dynatrace_error("looking up a stored token by its value"))?;
     Ok(found.and_then(|t| t.id))
 }
 
@@ -976,7 +976,7 @@ pub async fn prove_current(
             id,
             reason: "the current token does not authenticate (disabled, expired or unknown)".into(),
         }),
-        Err(e) => Err(dt(format!("checking current token {id}"))(e)),
+        Err(e) => Err(dynatrace_error(format!("checking current token {id}"))(e)),
     }
 }
 

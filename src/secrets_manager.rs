@@ -17,7 +17,7 @@ pub use crate::event::{Step, StepRequest};
 use crate::marker::{self, Marker};
 use crate::policy::RevokeOld;
 use crate::rotation::{
-    self, Attempt, Candidate, Manager, ManagerSet, Proof, Replaced, RotationError, dt,
+    self, Attempt, Candidate, Manager, ManagerSet, Proof, Replaced, RotationError, dynatrace_error,
 };
 
 const CURRENT: &str = "AWSCURRENT";
@@ -184,10 +184,10 @@ fn aws_err<E: ProvideErrorMetadata>(op: &'static str, secret: &str) -> impl FnOn
 pub struct SmContext<'a> {
     /// The configuration.
     pub config: &'a Config,
-    /// Secrets Manager.
-    pub sm: &'a SmClient,
-    /// Dynatrace.
-    pub dt: &'a Dynatrace,
+    /// Secrets Manager client.
+    pub secrets_manager: &'a SmClient,
+    /// Dynatrace client.
+    pub dynatrace: &'a Dynatrace,
 }
 
 /// Reads a secret string; `None` when that version/stage has no value.
@@ -234,7 +234,7 @@ pub async fn load_managers(ctx: &SmContext<'_>) -> ManagerSet {
     let mut set = ManagerSet::default();
     for id in &ctx.config.manager_secret_ids {
         let loaded: Result<Manager, String> = async {
-            let text = get_value(ctx.sm, id, None, CURRENT)
+            let text = get_value(ctx.secrets_manager, id, None, CURRENT)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| "it has no AWSCURRENT value".to_owned())?;
@@ -282,7 +282,7 @@ pub async fn run_step(
     let secret = req.secret_id.as_str();
     let version = req.client_request_token.as_str();
     let desc = ctx
-        .sm
+        .secrets_manager
         .describe_secret()
         .secret_id(secret)
         .send()
@@ -314,7 +314,9 @@ pub async fn run_step(
         if req.step == Step::Finish {
             report.revoked = finish_after_move(ctx, req, &described, deadline).await?;
         }
-        if let Ok(Some(doc)) = get_document(ctx.sm, secret, Some(version), CURRENT).await {
+        if let Ok(Some(doc)) =
+            get_document(ctx.secrets_manager, secret, Some(version), CURRENT).await
+        {
             report.token_id = doc.token_id_hint();
         }
         return Ok(report);
@@ -334,12 +336,12 @@ pub async fn run_step(
         secret: secret.to_owned(),
         version: version.to_owned(),
     };
-    let current = get_document(ctx.sm, secret, None, CURRENT)
+    let current = get_document(ctx.secrets_manager, secret, None, CURRENT)
         .await?
         .ok_or_else(|| SmError::NoCurrentValue(secret.to_owned()))?;
     // A pending value equal to the current one is a placeholder (moto, or the
     // RotateImmediately=false check), not a token this function minted.
-    let pending = get_document(ctx.sm, secret, Some(version), PENDING)
+    let pending = get_document(ctx.secrets_manager, secret, Some(version), PENDING)
         .await?
         .filter(|p| !p.token.same_as(&current.token));
     match req.step {
@@ -369,12 +371,12 @@ pub async fn run_step(
                 .map_err(rot)?;
             match pending {
                 Some(p) => {
-                    let facts = rotation::inspect(ctx.dt, mgr, &current.token, deadline)
+                    let facts = rotation::inspect(ctx.dynatrace, mgr, &current.token, deadline)
                         .await
                         .map_err(rot)?;
                     let expected = rotation::intended_scopes(ctx.config, &facts).map_err(rot)?;
                     let pmgr = managers.select(p.environment_url.as_deref()).map_err(rot)?;
-                    rotation::prove(ctx.dt, &pmgr.env, &p.token, &expected, deadline)
+                    rotation::prove(ctx.dynatrace, &pmgr.env, &p.token, &expected, deadline)
                         .await
                         .map_err(rot)?;
                     report.token_id = p.token_id_hint();
@@ -383,10 +385,10 @@ pub async fn run_step(
                 None => {
                     // Configuration check (rotation enabled without rotating): the current
                     // token must authenticate by itself and the manager must know it.
-                    rotation::inspect(ctx.dt, mgr, &current.token, deadline)
+                    rotation::inspect(ctx.dynatrace, mgr, &current.token, deadline)
                         .await
                         .map_err(rot)?;
-                    rotation::prove_current(ctx.dt, &mgr.env, &current.token, deadline)
+                    rotation::prove_current(ctx.dynatrace, &mgr.env, &current.token, deadline)
                         .await
                         .map_err(rot)?;
                     report.token_id = current.token_id_hint();
@@ -447,13 +449,20 @@ async fn create(
         secret: secret.to_owned(),
         source,
     };
-    let facts = rotation::inspect(ctx.dt, mgr, &current.token, deadline)
+    let facts = rotation::inspect(ctx.dynatrace, mgr, &current.token, deadline)
         .await
         .map_err(rot)?;
     let marker = Marker::secrets_manager(&described.arn, version);
     let store = PendingVersion { ctx, req };
     let replaced = rotation::replace(
-        ctx.dt, ctx.config, mgr, current, facts, &marker, &store, deadline,
+        ctx.dynatrace,
+        ctx.config,
+        mgr,
+        current,
+        facts,
+        &marker,
+        &store,
+        deadline,
     )
     .await
     .map_err(rot)?;
@@ -499,7 +508,7 @@ impl rotation::Store for PendingVersion<'_> {
         let body = doc.render();
         let put = self
             .ctx
-            .sm
+            .secrets_manager
             .put_secret_value()
             .secret_id(secret)
             .client_request_token(&self.req.client_request_token)
@@ -525,7 +534,7 @@ impl rotation::Store for PendingVersion<'_> {
     async fn read_back(&self) -> Result<Option<SecretDocument>, ()> {
         let secret = self.req.secret_id.as_str();
         let version = self.req.client_request_token.as_str();
-        get_document(self.ctx.sm, secret, Some(version), PENDING)
+        get_document(self.ctx.secrets_manager, secret, Some(version), PENDING)
             .await
             .map_err(|e| tracing::warn!(secret, version, error = %e, "could not read the pending version back"))
     }
@@ -548,10 +557,10 @@ async fn set(
         source,
     };
     let token = ctx
-        .dt
+        .dynatrace
         .lookup(&mgr.env, &mgr.token, &pending.token, deadline)
         .await
-        .map_err(|e| rot(dt("looking up the pending token by its value")(e)))?
+        .map_err(|e| rot(dynatrace_error("looking up the pending token by its value")(e)))?
         .ok_or_else(|| SmError::PendingTokenVanished {
             secret: secret.to_owned(),
             version: req.client_request_token.clone(),
@@ -560,7 +569,7 @@ async fn set(
                 .unwrap_or_else(|| "<unknown>".into()),
         })?;
     let id = token.id_str().to_owned();
-    let facts = rotation::inspect(ctx.dt, mgr, &current.token, deadline)
+    let facts = rotation::inspect(ctx.dynatrace, mgr, &current.token, deadline)
         .await
         .map_err(rot)?;
     let intended = rotation::intended_scopes(ctx.config, &facts).map_err(rot)?;
@@ -573,10 +582,10 @@ async fn set(
     }
     if update.enabled.is_some() || update.scopes.is_some() {
         tracing::warn!(token_id = %id, enable = ?update.enabled, "repairing the pending token");
-        ctx.dt
+        ctx.dynatrace
             .update(&mgr.env, &mgr.token, &id, &update, deadline)
             .await
-            .map_err(|e| rot(dt(format!("repairing pending token {id}"))(e)))?;
+            .map_err(|e| rot(dynatrace_error(format!("repairing pending token {id}"))(e)))?;
     }
     Ok(id)
 }
@@ -591,7 +600,7 @@ async fn previous_candidate(
     mgr: &Manager,
     deadline: Deadline,
 ) -> Result<Option<Candidate>, SmError> {
-    let Some(prev) = get_document(ctx.sm, secret, None, PREVIOUS).await? else {
+    let Some(prev) = get_document(ctx.secrets_manager, secret, None, PREVIOUS).await? else {
         return Ok(None);
     };
     proven_candidate(ctx, secret, mgr, &prev, deadline)
@@ -607,7 +616,7 @@ async fn proven_candidate(
     doc: &SecretDocument,
     deadline: Deadline,
 ) -> Result<Candidate, SmError> {
-    match rotation::proven_id(ctx.dt, mgr, &doc.token, deadline)
+    match rotation::proven_id(ctx.dynatrace, mgr, &doc.token, deadline)
         .await
         .map_err(|source| SmError::Rotation {
             secret: secret.to_owned(),
@@ -639,7 +648,7 @@ async fn finish(
         secret: secret.to_owned(),
         source,
     };
-    let new_id = rotation::token_id_of(ctx.dt, mgr, pending, deadline)
+    let new_id = rotation::token_id_of(ctx.dynatrace, mgr, pending, deadline)
         .await
         .map_err(rot)?
         .ok_or_else(|| SmError::PendingTokenVanished {
@@ -647,7 +656,7 @@ async fn finish(
             version: version.to_owned(),
             token_id: "<unknown>".into(),
         })?;
-    let cur_id = rotation::token_id_of(ctx.dt, mgr, current, deadline)
+    let cur_id = rotation::token_id_of(ctx.dynatrace, mgr, current, deadline)
         .await
         .map_err(rot)?;
     let previous = match ctx.config.revoke_old {
@@ -668,7 +677,7 @@ async fn finish(
         .map_err(rot)?;
     revoked.extend(clean_orphans(ctx, mgr, described, version, &keep, &revoked, deadline).await);
     let mut call = ctx
-        .sm
+        .secrets_manager
         .update_secret_version_stage()
         .secret_id(secret)
         .version_stage(CURRENT)
@@ -694,7 +703,7 @@ async fn finish(
     tracing::info!(secret, version, token_id = %new_id, previous_token_id = ?cur_id, "rotation finished: new token is AWSCURRENT");
     if ctx.config.events {
         let old = cur_id.as_deref().unwrap_or("<unknown>");
-        rotation::report_event(ctx.dt, mgr, secret, old, &new_id, deadline).await;
+        rotation::report_event(ctx.dynatrace, mgr, secret, old, &new_id, deadline).await;
     }
     Ok((new_id, revoked))
 }
@@ -722,7 +731,7 @@ async fn revoke_proven(
     let mut revoked = Vec::new();
     for id in targets.revoke {
         rotation::revoke(
-            ctx.dt,
+            ctx.dynatrace,
             mgr,
             &id,
             Some(&owner),
@@ -760,7 +769,7 @@ async fn clean_orphans(
         .filter(|v| *v != version && described.has(v, PENDING))
         .map(String::as_str)
         .collect();
-    let tokens = match rotation::minted_for_secret(ctx.dt, mgr, &key_refs, deadline).await {
+    let tokens = match rotation::minted_for_secret(ctx.dynatrace, mgr, &key_refs, deadline).await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(secret = %described.arn, error = %e, "could not list this secret's minted tokens; the sweep cleans up");
@@ -784,7 +793,7 @@ async fn clean_orphans(
             && manager_id.as_deref() != Some(id.as_str());
         if orphan && (ours || ctx.config.revoke_old != RevokeOld::Never) && !already.contains(&id) {
             match rotation::revoke(
-                ctx.dt,
+                ctx.dynatrace,
                 mgr,
                 &id,
                 None,
@@ -821,7 +830,7 @@ async fn finish_after_move(
         secret: secret.to_owned(),
         source,
     };
-    let current = get_document(ctx.sm, secret, None, CURRENT)
+    let current = get_document(ctx.secrets_manager, secret, None, CURRENT)
         .await?
         .ok_or_else(|| SmError::NoCurrentValue(secret.to_owned()))?;
     let managers = load_managers(ctx).await;
@@ -830,7 +839,7 @@ async fn finish_after_move(
         .map_err(rot)?;
     let mut keep = BTreeSet::new();
     keep.extend(
-        rotation::token_id_of(ctx.dt, mgr, &current, deadline)
+        rotation::token_id_of(ctx.dynatrace, mgr, &current, deadline)
             .await
             .map_err(rot)?,
     );
@@ -842,9 +851,9 @@ async fn finish_after_move(
             candidates.extend(previous_candidate(ctx, secret, mgr, deadline).await?);
         }
         _ => {
-            if let Some(prev) = get_document(ctx.sm, secret, None, PREVIOUS).await? {
+            if let Some(prev) = get_document(ctx.secrets_manager, secret, None, PREVIOUS).await? {
                 keep.extend(
-                    rotation::token_id_of(ctx.dt, mgr, &prev, deadline)
+                    rotation::token_id_of(ctx.dynatrace, mgr, &prev, deadline)
                         .await
                         .map_err(rot)?,
                 );
@@ -859,7 +868,7 @@ async fn finish_after_move(
 }
 
 async fn remove_pending(ctx: &SmContext<'_>, secret: &str, version: &str) -> Result<(), SmError> {
-    ctx.sm
+    ctx.secrets_manager
         .update_secret_version_stage()
         .secret_id(secret)
         .version_stage(PENDING)
@@ -868,4 +877,57 @@ async fn remove_pending(ctx: &SmContext<'_>, secret: &str, version: &str) -> Res
         .await
         .map_err(aws_err("UpdateSecretVersionStage", secret))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_secretsmanager::error::{ErrorMetadata, SdkError};
+    use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;
+
+    fn service(code: &str) -> SdkError<PutSecretValueError, ()> {
+        SdkError::service_error(
+            PutSecretValueError::generic(ErrorMetadata::builder().code(code).build()),
+            (),
+        )
+    }
+
+    /// Which answers leave a put's outcome unknown (it is repeated) and which are final.
+    #[test]
+    fn unclear_answers_are_told_from_refusals() {
+        for code in [
+            "ThrottlingException",
+            "InternalServiceError",
+            "ServiceUnavailable",
+        ] {
+            assert!(unclear(&service(code)), "{code}");
+        }
+        for code in [
+            "ResourceExistsException",
+            "AccessDeniedException",
+            "InvalidRequestException",
+            "ResourceNotFoundException",
+        ] {
+            assert!(!unclear(&service(code)), "{code}");
+        }
+        let timeout: SdkError<PutSecretValueError, ()> =
+            SdkError::timeout_error(Box::new(std::io::Error::other("attempt timed out")));
+        assert!(unclear(&timeout));
+    }
+
+    #[test]
+    fn errors_name_the_secret_and_their_code() {
+        let e = aws_err("PutSecretValue", "app/one")(PutSecretValueError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message("not allowed")
+                .build(),
+        ));
+        assert_eq!(e.code(), "SecretsManagerError");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("app/one") && shown.contains("AccessDeniedException"),
+            "{shown}"
+        );
+    }
 }

@@ -182,8 +182,8 @@ pub(crate) async fn load_managers(cleanup: &Cleanup<'_>, deadline: Deadline) -> 
     if !cleanup.config.manager_secret_ids.is_empty() {
         let ctx = SmContext {
             config: cleanup.config,
-            sm: cleanup.secrets_manager,
-            dt: cleanup.dynatrace,
+            secrets_manager: cleanup.secrets_manager,
+            dynatrace: cleanup.dynatrace,
         };
         let set = secrets_manager::load_managers(&ctx).await;
         all.extend(set.usable);

@@ -15,6 +15,7 @@ const PURE: &[&str] = &[
     "event",
     "logging",
     "marker",
+    "metrics",
     "policy",
     "secret",
 ];
@@ -147,4 +148,80 @@ fn every_error_code_is_in_the_readme() {
         missing.is_empty(),
         "errorTypes missing from the README: {missing:?}"
     );
+}
+
+/// Every repository path the README, `docs/` or a source comment names exists (a clone
+/// carries its whole contract: nothing outside it, no path of a particular machine).
+#[test]
+fn every_named_path_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut texts = vec![root.join("README.md")];
+    for dir in [
+        "docs",
+        "src",
+        "tests",
+        "sandbox/src",
+        "emulator/src",
+        "scripts",
+    ] {
+        let mut files = Vec::new();
+        collect(&root.join(dir), &mut files);
+        texts.extend(files);
+    }
+    let prefixes = [
+        "src/",
+        "docs/",
+        "tests/",
+        "scripts/",
+        "events/",
+        "sandbox/",
+        "emulator/",
+        ".ci/",
+    ];
+    let mut missing = BTreeSet::new();
+    let mut checked = 0;
+    for file in &texts {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            !text.contains(concat!("../", "shared")),
+            "{} points outside the repository",
+            file.display()
+        );
+        for word in text.split(|c: char| c.is_whitespace() || "`()[],;:'\"<>|".contains(c)) {
+            let word = word.trim_end_matches(['.', '§']);
+            let Some(prefix) = prefixes.iter().find(|p| word.starts_with(**p)) else {
+                continue;
+            };
+            // Globs, placeholders and bare folder prefixes are not paths.
+            if word.len() == prefix.len() || word.contains(['{', '<', '*', '$']) {
+                continue;
+            }
+            checked += 1;
+            if !root.join(word).exists() {
+                missing.insert(format!("{word} (named in {})", file.display()));
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} paths found");
+    assert!(
+        missing.is_empty(),
+        "named paths that do not exist: {missing:#?}"
+    );
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect(&path, out);
+        } else if path
+            .extension()
+            .is_some_and(|e| e == "rs" || e == "md" || e == "sh")
+        {
+            out.push(path);
+        }
+    }
 }

@@ -268,7 +268,6 @@ pub async fn run(
         .collect()
         .await;
     let summary = Summary::from_results(action.dry_run, results);
-    emit_metrics(&summary);
     Ok(summary)
 }
 
@@ -681,27 +680,25 @@ impl Run<'_> {
     }
 }
 
-/// One CloudWatch embedded-metric-format line per run, so failed paths show up in metrics
-/// without a `PutMetricData` call (no token data in it).
-fn emit_metrics(summary: &Summary) {
-    let line = serde_json::json!({
-        "_aws": {
-            "Timestamp": Timestamp::now().as_millisecond(),
-            "CloudWatchMetrics": [{
-                "Namespace": "DynatraceTokenRotator",
-                "Dimensions": [["Action"]],
-                "Metrics": [
-                    {"Name": "Rotated", "Unit": "Count"},
-                    {"Name": "Skipped", "Unit": "Count"},
-                    {"Name": "Failed", "Unit": "Count"}
-                ]
-            }]
-        },
-        "Action": summary.action,
-        "Rotated": summary.rotated,
-        "Skipped": summary.skipped,
-        "Failed": summary.failed,
-    });
-    // EMF must be a line of its own on stdout, not a field of a log record.
-    println!("{line}");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_cleaned_or_refused_with_a_reason() {
+        assert_eq!(check_path(" /team/app1/ ").unwrap(), "team/app1");
+        for (bad, why) in [
+            ("", "empty"),
+            ("a//b", "segment"),
+            ("a/../b", "segment"),
+            ("a?b", "`?`"),
+            ("a%2Fb", "`%`"),
+            ("a\nb", "control"),
+        ] {
+            let e = check_path(bad).unwrap_err();
+            assert!(e.to_string().contains(why), "{bad:?}: {e}");
+            assert_eq!(e.code(), "MalformedEvent");
+        }
+        assert!(check_path(&"a".repeat(513)).is_err());
+    }
 }
