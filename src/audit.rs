@@ -12,6 +12,13 @@
 //!   `TenantTokenManagement`, `activeGateTokenManagement.*`, `agentTokenManagement.read`,
 //!   `tenantTokenRotation.write`), with those scopes. The manager token itself is listed
 //!   here by design: it is the most privileged token of the environment;
+//! - `personalAccessTokens`: personal access tokens (they stop working when their owner
+//!   leaves, and no secret should depend on one);
+//! - `danglingSecrets`: secrets and Vault paths whose current token Dynatrace does not know
+//!   (deleted by hand, or a value from another tenant): every consumer of them fails;
+//! - `expiresBeforeNextRotation`: secrets and paths whose current token expires before the
+//!   secret is rotated next (Secrets Manager's `NextRotationDate`; Vault: `rotatedAt` +
+//!   `ROTATION_INTERVAL_DAYS`), with both dates;
 //! - `orphanedMinted`: minted under this deployment's marker for a secret the audit cannot
 //!   read (deleted, or outside the configured ones) and referenced by no secret it read; the
 //!   sweep never touches them (it cannot tell whose they are), so a person decides.
@@ -76,6 +83,23 @@ impl Entry {
     }
 }
 
+/// A secret (or `vault:<path>`) and its current token, in `danglingSecrets` and
+/// `expiresBeforeNextRotation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretEntry {
+    /// The secret's name or ARN, or `vault:<path>`.
+    pub secret: String,
+    /// Its current token's id.
+    pub token_id: String,
+    /// The token's expiry (`expiresBeforeNextRotation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_date: Option<String>,
+    /// When the secret is rotated next (`expiresBeforeNextRotation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_rotation_date: Option<String>,
+}
+
 /// The report of one environment.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -94,6 +118,12 @@ pub struct EnvironmentReport {
     pub unused: Vec<Entry>,
     /// Holding token-management scopes.
     pub token_management: Vec<Entry>,
+    /// Personal access tokens.
+    pub personal_access_tokens: Vec<Entry>,
+    /// Secrets whose current token this environment does not know.
+    pub dangling_secrets: Vec<SecretEntry>,
+    /// Secrets whose current token expires before their next rotation.
+    pub expires_before_next_rotation: Vec<SecretEntry>,
     /// Minted under this deployment's marker, for no secret it read, referenced by none.
     pub orphaned_minted: Vec<Entry>,
     /// Why the environment could not be listed.
@@ -163,16 +193,68 @@ pub fn classify(
                 ..Entry::of(t)
             });
         }
+        if t.personal_access_token == Some(true) {
+            r.personal_access_tokens.push(Entry::of(t));
+        }
     }
     for list in [
         &mut r.expiring,
         &mut r.never_expiring,
         &mut r.unused,
         &mut r.token_management,
+        &mut r.personal_access_tokens,
     ] {
         list.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
     }
     r
+}
+
+/// The secrets of `stored` whose current token `tokens` (one environment's listing) does not
+/// hold (`dangling`), and those whose token in it expires before the secret's next rotation
+/// (pure). `only_environment`: this is the only environment, so a document without
+/// `environmentUrl` belongs to it; otherwise such a document is judged by the environment
+/// that knows its token, and never called dangling.
+pub(crate) fn secret_findings(
+    env: &crate::environment::EnvironmentUrl,
+    tokens: &[ApiToken],
+    stored: &[sweep::StoredToken],
+    only_environment: bool,
+) -> (Vec<SecretEntry>, Vec<SecretEntry>) {
+    let mut dangling = Vec::new();
+    let mut expiring = Vec::new();
+    for s in stored {
+        let listed = tokens.iter().find(|t| t.id_str() == s.token_id);
+        let here = match &s.environment {
+            Some(e) => e == env,
+            None => only_environment || listed.is_some(),
+        };
+        if !here {
+            continue;
+        }
+        let entry = || SecretEntry {
+            secret: s.secret.clone(),
+            token_id: s.token_id.clone(),
+            expiration_date: None,
+            next_rotation_date: None,
+        };
+        match listed {
+            None => dangling.push(entry()),
+            Some(t) => {
+                if let (Some(exp), Some(next)) = (t.expires(), s.next_rotation)
+                    && exp < next
+                {
+                    expiring.push(SecretEntry {
+                        expiration_date: t.expiration_date.clone(),
+                        next_rotation_date: Some(crate::dynatrace::format_time(next)),
+                        ..entry()
+                    });
+                }
+            }
+        }
+    }
+    dangling.sort_by(|a, b| a.secret.cmp(&b.secret));
+    expiring.sort_by(|a, b| a.secret.cmp(&b.secret));
+    (dangling, expiring)
 }
 
 /// Runs the audit.
@@ -205,6 +287,8 @@ pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditRepor
                         .map(Entry::of)
                         .collect();
                 }
+                (report.dangling_secrets, report.expires_before_next_rotation) =
+                    secret_findings(&mgr.env, &tokens, &refs.current, managers.by_env.len() == 1);
                 report
             }
             Err(e) => EnvironmentReport {
@@ -224,6 +308,9 @@ pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditRepor
             unused = report.unused.len(),
             token_management = report.token_management.len(),
             orphaned_minted = report.orphaned_minted.len(),
+            personal_access_tokens = report.personal_access_tokens.len(),
+            dangling_secrets = report.dangling_secrets.len(),
+            expires_before_next_rotation = report.expires_before_next_rotation.len(),
             "audit of environment"
         );
         environments.push(report);
@@ -256,6 +343,48 @@ mod tests {
     }
 
     #[test]
+    fn secrets_are_judged_by_the_environment_that_holds_them() {
+        use crate::environment::EnvironmentUrl;
+        let here = EnvironmentUrl::parse("https://a.example").unwrap();
+        let there = EnvironmentUrl::parse("https://b.example").unwrap();
+        let now = Timestamp::now();
+        let token = |id: &str, expires_in_days: i64| ApiToken {
+            id: Some(id.into()),
+            expiration_date: Some(format_time(
+                now + jiff::SignedDuration::from_hours(24 * expires_in_days),
+            )),
+            ..ApiToken::default()
+        };
+        let stored = |secret: &str, id: &str, env: Option<&EnvironmentUrl>, next_in_days: i64| {
+            sweep::StoredToken {
+                secret: secret.into(),
+                environment: env.cloned(),
+                token_id: id.into(),
+                next_rotation: Some(now + jiff::SignedDuration::from_hours(24 * next_in_days)),
+            }
+        };
+        let tokens = [token("t-short", 5), token("t-long", 90)];
+        let all = [
+            stored("short", "t-short", Some(&here), 30),
+            stored("long", "t-long", None, 30),
+            stored("gone", "t-gone", Some(&here), 30),
+            stored("elsewhere", "t-x", Some(&there), 30),
+            stored("unplaced", "t-y", None, 30),
+        ];
+        let (dangling, expiring) = secret_findings(&here, &tokens, &all, false);
+        let names = |l: &[SecretEntry]| l.iter().map(|e| e.secret.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&dangling),
+            ["gone"],
+            "another environment's secret is not ours to judge"
+        );
+        assert_eq!(names(&expiring), ["short"]);
+        // As the only environment, a document without environmentUrl is ours.
+        let (dangling, _) = secret_findings(&here, &tokens, &all, true);
+        assert_eq!(names(&dangling), ["gone", "unplaced"]);
+    }
+
+    #[test]
     fn classification() {
         let now = Timestamp::now();
         let days = |d: i64| format_time(now + jiff::SignedDuration::from_hours(24 * d));
@@ -277,6 +406,10 @@ mod tests {
             t("c", Some(100), -200, Some(-100), &[]),
             t("d", Some(-1), -5, None, &[]),
             ApiToken {
+                personal_access_token: Some(true),
+                ..t("p", Some(100), -1, Some(0), &[])
+            },
+            ApiToken {
                 enabled: Some(false),
                 ..t("e", None, -200, None, &["apiTokens.write"])
             },
@@ -287,6 +420,7 @@ mod tests {
         assert_eq!(ids(&r.never_expiring), ["b"]);
         assert_eq!(ids(&r.unused), ["b", "c"]);
         assert_eq!(ids(&r.token_management), ["b"]);
-        assert_eq!((r.tokens, r.disabled), (5, 1));
+        assert_eq!(ids(&r.personal_access_tokens), ["p"]);
+        assert_eq!((r.tokens, r.disabled), (6, 1));
     }
 }

@@ -299,6 +299,38 @@ pub(crate) struct References {
     overdue: std::collections::BTreeMap<String, String>,
     /// What could not be read, and its consequence.
     pub(crate) errors: Vec<Problem>,
+    /// The current token of each secret and path read (for the audit's `danglingSecrets` and
+    /// `expiresBeforeNextRotation`).
+    pub(crate) current: Vec<StoredToken>,
+}
+
+/// The current token of one secret or Vault path, as the audit reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredToken {
+    /// The secret's name or ARN, or `vault:<path>`.
+    pub secret: String,
+    /// The document's `environmentUrl`, normalised (`None`: the only environment).
+    pub environment: Option<EnvironmentUrl>,
+    /// The token's id, derived from the value (from `tokenId` for a legacy value).
+    pub token_id: String,
+    /// When the secret is rotated next (Secrets Manager's `NextRotationDate`; Vault:
+    /// `rotatedAt` + `ROTATION_INTERVAL_DAYS`).
+    pub next_rotation: Option<Timestamp>,
+}
+
+impl StoredToken {
+    /// The record for `doc`, when its token has an id to report.
+    fn of(secret: String, doc: &SecretDocument, next_rotation: Option<Timestamp>) -> Option<Self> {
+        Some(Self {
+            secret,
+            environment: doc
+                .environment_url
+                .as_deref()
+                .and_then(|raw| EnvironmentUrl::parse(raw).ok()),
+            token_id: doc.token.derived_id().or_else(|| doc.token_id_hint())?,
+            next_rotation,
+        })
+    }
 }
 
 impl References {
@@ -322,6 +354,7 @@ impl References {
 #[derive(Default)]
 struct Found {
     ids: Vec<String>,
+    current: Option<StoredToken>,
     failure: Option<(Option<EnvironmentUrl>, Problem)>,
 }
 
@@ -500,6 +533,7 @@ async fn collect_secrets_manager(
         refs.known_keys.extend(marker::secret_keys_sm(&id));
         refs.deployments.insert(marker::deployment_key_sm(&id));
         refs.ids.extend(f.ids);
+        refs.current.extend(f.current);
         if let Some((env, p)) = f.failure {
             refs.fail(env.as_ref(), p);
         }
@@ -532,10 +566,14 @@ async fn read_sm_secret(
             return found;
         }
     };
+    let next_rotation = desc
+        .next_rotation_date
+        .and_then(|d| Timestamp::from_second(d.secs()).ok());
     for (version, stages) in desc.version_ids_to_stages.unwrap_or_default() {
         if !stages.iter().any(|s| LABELS.contains(&s.as_str())) {
             continue;
         }
+        let is_current = stages.iter().any(|s| s == "AWSCURRENT");
         let value = match sm
             .get_secret_value()
             .secret_id(secret)
@@ -556,6 +594,10 @@ async fn read_sm_secret(
         };
         match SecretDocument::parse(text.expose_secret()) {
             Ok(doc) => match document_ids(cleanup, managers, &doc, deadline).await {
+                Ok(ids) if is_current => {
+                    found.current = StoredToken::of(secret.to_owned(), &doc, next_rotation);
+                    found.ids.extend(ids);
+                }
                 Ok(ids) => found.ids.extend(ids),
                 Err((env, why)) => {
                     found.failure = Some((env, Problem::new(secret, why)));
@@ -654,8 +696,9 @@ async fn collect_vault(
         let key = scope.secret_key(&path);
         refs.known_keys.insert(key.clone());
         match r {
-            Ok((ids, latest, overdue)) => {
+            Ok((ids, latest, overdue, current)) => {
                 refs.ids.extend(ids);
+                refs.current.extend(current);
                 if let Some(id) = overdue {
                     refs.overdue.insert(id, key.clone());
                 }
@@ -676,7 +719,15 @@ async fn collect_vault(
 
 /// What one Vault path references: token ids, its latest version, and an overdue
 /// revocation (see [`overdue_vault_revocation`]).
-type VaultPathRefs = Result<(Vec<String>, Option<u64>, Option<String>), String>;
+type VaultPathRefs = Result<
+    (
+        Vec<String>,
+        Option<u64>,
+        Option<String>,
+        Option<StoredToken>,
+    ),
+    String,
+>;
 
 /// The token two generations old of a Vault path when it is still enabled although the
 /// policy revokes it at rotation (a run that crashed or failed between its write and the
@@ -745,7 +796,7 @@ async fn read_vault_path(
 ) -> VaultPathRefs {
     let entry = match kv.read(path).await.map_err(|e| e.to_string())? {
         KvRead::Present(e) => e,
-        KvRead::Missing => return Ok((Vec::new(), None, None)),
+        KvRead::Missing => return Ok((Vec::new(), None, None, None)),
         // A soft-deleted latest version (`delete_version_after`, a person) can be undeleted:
         // what it references is unknown, so nothing changes in its environment.
         KvRead::Deleted { version } => {
@@ -774,11 +825,17 @@ async fn read_vault_path(
                 }
                 _ => None,
             };
-            Ok((ids, latest, overdue))
+            let next = doc.rotated_at_time().map(|at| {
+                at + jiff::SignedDuration::from_hours(
+                    24 * i64::from(cleanup.config.rotation_interval_days),
+                )
+            });
+            let current = StoredToken::of(format!("vault:{path}"), &doc, next);
+            Ok((ids, latest, overdue, current))
         }
         Err(_) => {
             let text = zeroize::Zeroizing::new(serde_json::Value::Object(entry.data).to_string());
-            Ok((scan_ids(&text), latest, None))
+            Ok((scan_ids(&text), latest, None, None))
         }
     }
 }

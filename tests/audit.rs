@@ -142,3 +142,111 @@ async fn vault_manager_environment_is_audited_and_no_manager_is_a_config_error()
     let err = none.invoke(json!({"action": "sweep"})).await.unwrap_err();
     assert_eq!(err.error_type, "ConfigError", "{err}");
 }
+
+/// Deletes token `id` in the emulator the way a person would (through the API).
+async fn delete_by_hand(emu_url: &str, manager: &str, id: &str) {
+    let env = EnvironmentUrl::parse(emu_url).unwrap();
+    let auth = TokenValue::parse(manager).unwrap();
+    dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
+        .unwrap()
+        .delete(&env, &auth, id, Deadline::after(Duration::from_secs(10)))
+        .await
+        .unwrap();
+}
+
+fn secrets(env: &Value, list: &str) -> Vec<String> {
+    let mut v: Vec<String> = env[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list} missing in {env}"))
+        .iter()
+        .map(|e| e["secret"].as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The new categories over Vault: a path whose token Dynatrace no longer knows
+/// (`danglingSecrets`), a path whose token expires before `rotatedAt` + the interval
+/// (`expiresBeforeNextRotation`), and personal access tokens.
+#[tokio::test]
+async fn vault_paths_with_dangling_or_short_lived_tokens_and_personal_tokens_are_reported() {
+    let w = VaultWorld::new(&[("ROTATION_INTERVAL_DAYS", "30")]).await;
+    let (gone, gone_token) = w.app("gone", json!({})).await;
+    delete_by_hand(&w.emu.url(), &w.manager.value, &gone_token.id).await;
+    let short = w.emu.seed_token(SeedToken {
+        creation: Some(in_days(-1)),
+        expiration: Some(in_days(5)),
+        ..SeedToken::new("short lived", APP_SCOPES)
+    });
+    let short_path = w.path("short");
+    let rotated_at = dynatrace_token_rotator::dynatrace::format_time(in_days(-1));
+    w.bao
+        .kv_put(
+            "secret",
+            &short_path,
+            &json!({"token": short.value, "rotatedAt": rotated_at}),
+        )
+        .await
+        .unwrap();
+    let (fine, _) = w.app("fine", json!({})).await;
+    w.emu.seed_token(SeedToken {
+        personal_access_token: true,
+        ..SeedToken::new("someone's PAT", APP_SCOPES)
+    });
+    let mut w = w;
+    w.deps.vault.as_mut().unwrap().config.rotate_paths =
+        vec![gone.clone(), short_path.clone(), fine.clone()];
+
+    let out = w.invoke(json!({"action": "audit"})).await.unwrap();
+    let e = &out["environments"][0];
+    assert_eq!(
+        secrets(e, "danglingSecrets"),
+        [format!("vault:{gone}")],
+        "{e}"
+    );
+    assert_eq!(e["danglingSecrets"][0]["tokenId"], gone_token.id.as_str());
+    assert_eq!(
+        secrets(e, "expiresBeforeNextRotation"),
+        [format!("vault:{short_path}")],
+        "{e}"
+    );
+    let entry = &e["expiresBeforeNextRotation"][0];
+    assert!(
+        entry["expirationDate"].is_string() && entry["nextRotationDate"].is_string(),
+        "{entry}"
+    );
+    assert_eq!(names(e, "personalAccessTokens"), ["someone's PAT"], "{e}");
+    // The audit changes nothing.
+    assert_eq!(w.read(&fine).await.0, 1);
+    let text = out.to_string();
+    for v in w.emu.issued_values() {
+        assert!(!text.contains(&v), "a token value in the report");
+    }
+    w.assert_no_leaks();
+}
+
+/// A Secrets Manager secret whose current token was deleted by hand is dangling; one whose
+/// token outlives its next rotation is not listed.
+#[tokio::test]
+async fn a_secrets_manager_secret_whose_token_was_deleted_is_dangling() {
+    let w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", "dynatrace-token-rotator")]).await;
+    let (gone, _) = w.app_secret(json!({})).await;
+    let (kept, _) = w.app_secret(json!({})).await;
+    // Rotated once: the secrets rotate with this function, so the audit reads them.
+    w.rotate(&gone).await;
+    w.rotate(&kept).await;
+    let gone_token = w.token_id_at(&gone, "AWSCURRENT").await.unwrap();
+    delete_by_hand(&w.emu.url(), &w.manager.value, &gone_token).await;
+    let out = w.invoke(json!({"action": "audit"})).await.unwrap();
+    let e = &out["environments"][0];
+    let dangling = secrets(e, "danglingSecrets");
+    assert_eq!(dangling.len(), 1, "{e}");
+    assert!(
+        dangling[0].contains(&gone) || gone.contains(&dangling[0]),
+        "{dangling:?} vs {gone}"
+    );
+    assert!(!dangling[0].contains(&kept));
+    assert_eq!(e["danglingSecrets"][0]["tokenId"], gone_token.as_str());
+    assert!(secrets(e, "expiresBeforeNextRotation").is_empty(), "{e}");
+    w.assert_no_leaks();
+}
