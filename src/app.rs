@@ -73,6 +73,40 @@ pub async fn report_init_error(error: &HandlerError) {
     }
 }
 
+/// Reads the configuration from the environment and, when `VAULT_CREDENTIALS_SECRET_ID` names
+/// a Secrets Manager secret, the Vault credentials from it (`VAULT_TOKEN`, `VAULT_ROLE_ID`,
+/// `VAULT_SECRET_ID`): they then stay out of the function's configuration. A credential set in
+/// both places is refused, so it is clear which one is used.
+pub async fn read_config(
+    secrets_manager: &aws_sdk_secretsmanager::Client,
+) -> Result<Config, HandlerError> {
+    use secrecy::ExposeSecret;
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let credentials = match env("VAULT_CREDENTIALS_SECRET_ID") {
+        Some(id) => secrets_manager::vault_credentials(secrets_manager, &id)
+            .await
+            .map_err(|e| {
+                HandlerError::new(
+                    "ConfigError",
+                    format!("VAULT_CREDENTIALS_SECRET_ID: cannot read the Vault credentials: {e}"),
+                )
+            })?,
+        None => Default::default(),
+    };
+    if let Some(both) = credentials.keys().find(|k| env(k).is_some()) {
+        return Err(HandlerError::new(
+            "ConfigError",
+            format!(
+                "{both} is set both in the environment and in the secret named by VAULT_CREDENTIALS_SECRET_ID: keep one"
+            ),
+        ));
+    }
+    Ok(Config::from_lookup(|k| match credentials.get(k) {
+        Some(v) => Some(v.expose_secret().to_owned()),
+        None => std::env::var(k).ok(),
+    })?)
+}
+
 impl From<crate::config::ConfigError> for HandlerError {
     fn from(e: crate::config::ConfigError) -> Self {
         Self::new("ConfigError", e)

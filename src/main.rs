@@ -2,7 +2,6 @@
 //! hands every invocation to [`app::handle`].
 
 use dynatrace_token_rotator::app::{self, Deps, HandlerError};
-use dynatrace_token_rotator::config::Config;
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::{Dynatrace, RetrySettings};
 use dynatrace_token_rotator::logging;
@@ -24,8 +23,9 @@ fn secrets_manager_client(aws: &aws_config::SdkConfig) -> aws_sdk_secretsmanager
 
 /// Builds what every invocation shares: configuration, clients, the Vault backend.
 async fn init() -> Result<Deps, HandlerError> {
-    let config = Config::from_env()?;
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let secrets_manager = secrets_manager_client(&aws);
+    let config = app::read_config(&secrets_manager).await?;
     let vault = match &config.vault {
         Some(v) => Some(VaultBackend::new(v, aws.credentials_provider())?),
         None => None,
@@ -37,7 +37,7 @@ async fn init() -> Result<Deps, HandlerError> {
     Ok(Deps {
         vault,
         config,
-        secrets_manager: secrets_manager_client(&aws),
+        secrets_manager,
         dynatrace,
     })
 }

@@ -1,6 +1,7 @@
 //! CloudWatch embedded-metric-format (EMF) lines: one per invocation, printed on stdout where
 //! Lambda's log agent turns them into metrics without a `PutMetricData` call (namespace
-//! `DynatraceTokenRotator`, dimension `Action`). Counts and durations only, never token data.
+//! `DynatraceTokenRotator`, dimension `Action`, and once without dimensions so that one alarm
+//! covers every action). Counts and durations only, never token data.
 
 use serde_json::{Map, Value, json};
 
@@ -72,7 +73,8 @@ pub fn line(action: &str, values: &[(&'static str, u64)], duration_ms: u64, now_
             "Timestamp": now_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [["Action"]],
+                // By action, and once without dimensions for alarms over every action.
+                "Dimensions": [["Action"], []],
                 "Metrics": declared,
             }]
         }),

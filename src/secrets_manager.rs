@@ -486,6 +486,48 @@ async fn create(
     }
 }
 
+/// The variables a Vault credentials secret may set (`VAULT_CREDENTIALS_SECRET_ID`).
+pub const VAULT_CREDENTIAL_KEYS: [&str; 3] = ["VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_SECRET_ID"];
+
+/// Reads the Vault credentials the function's configuration names instead of holding them
+/// (`VAULT_CREDENTIALS_SECRET_ID`): a JSON object with any of [`VAULT_CREDENTIAL_KEYS`], so that
+/// neither a Vault token nor an AppRole secret id sits in the function's environment, readable by
+/// whoever may call `lambda:GetFunctionConfiguration`. Values are held redacted; errors name the
+/// secret and the keys, never a value.
+pub async fn vault_credentials(
+    client: &SmClient,
+    secret_id: &str,
+) -> Result<HashMap<String, secrecy::SecretString>, SmError> {
+    let text = get_value(client, secret_id, None, CURRENT)
+        .await?
+        .ok_or_else(|| SmError::NoCurrentValue(secret_id.to_owned()))?;
+    let bad = |why: String| SmError::Aws {
+        op: "GetSecretValue",
+        secret: secret_id.to_owned(),
+        code: "InvalidVaultCredentials".into(),
+        message: why,
+    };
+    let parsed: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(text.expose_secret()).map_err(|_| {
+            bad("the Vault credentials secret is not a JSON object (expected {\"VAULT_TOKEN\": ...} or {\"VAULT_ROLE_ID\": ..., \"VAULT_SECRET_ID\": ...})".into())
+        })?;
+    let mut out = HashMap::new();
+    for (key, value) in parsed {
+        if !VAULT_CREDENTIAL_KEYS.contains(&key.as_str()) {
+            return Err(bad(format!(
+                "key {:?} is not allowed in the Vault credentials secret (allowed: {})",
+                crate::secret::redact_text(&key, 64),
+                VAULT_CREDENTIAL_KEYS.join(", ")
+            )));
+        }
+        let serde_json::Value::String(v) = value else {
+            return Err(bad(format!("{key} must be a string")));
+        };
+        out.insert(key, secrecy::SecretString::from(v));
+    }
+    Ok(out)
+}
+
 /// Secrets Manager's side of [`rotation::replace`]: the successor goes in as `AWSPENDING` of
 /// the rotation's version (`ClientRequestToken`), so a repeated put with the same value is
 /// accepted and a different value is refused: the write lands at most once.

@@ -6,6 +6,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+mod support;
+
 use rotator_sandbox::{Reply, StubServer};
 
 /// Starts the function binary with `vars` only (plus the stub Runtime API) and waits for it
@@ -96,4 +98,156 @@ fn a_refused_vault_configuration_names_its_variable() {
         "{body}"
     );
     assert!(!String::from_utf8_lossy(&report.body).contains("do-not-echo"));
+}
+
+/// Runs the function binary with `vars` against a stub Runtime API that hands it `event` once;
+/// returns the function's response (or error report) body. The process is killed after.
+fn invoke_binary(vars: &[(&str, String)], event: serde_json::Value) -> serde_json::Value {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let served = AtomicUsize::new(0);
+    let event = event.to_string();
+    let api = StubServer::start(move |req, _| {
+        if req.path.ends_with("/invocation/next") {
+            if served.fetch_add(1, Ordering::SeqCst) == 0 {
+                let deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis();
+                return Reply::json(200, &event)
+                    .header("Lambda-Runtime-Aws-Request-Id", "req-1")
+                    .header("Lambda-Runtime-Deadline-Ms", deadline.to_string())
+                    .header(
+                        "Lambda-Runtime-Invoked-Function-Arn",
+                        "arn:aws:lambda:us-east-1:123456789012:function:dynatrace-token-rotator",
+                    );
+            }
+            // No second event: keep the runtime waiting until it is killed.
+            std::thread::sleep(Duration::from_secs(30));
+            return Reply::new(500);
+        }
+        Reply::json(202, r#"{"status":"OK"}"#)
+    });
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dynatrace-token-rotator"));
+    cmd.env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", api.addr().to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "dynatrace-token-rotator")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test");
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("start the function");
+    let started = std::time::Instant::now();
+    let answer = loop {
+        let done = api.requests().into_iter().find(|r| {
+            r.path.starts_with("/2018-06-01/runtime/invocation/req-1/")
+                || r.path.ends_with("/init/error")
+        });
+        if let Some(r) = done {
+            break r;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the function exited ({status}) without answering: {:?}",
+                api.requests()
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no answer");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        answer.path.ends_with("/response") || answer.path.ends_with("/error"),
+        "init failed: {:?} {}",
+        answer.path,
+        String::from_utf8_lossy(&answer.body)
+    );
+    let mut body = answer.json().expect("a JSON answer");
+    body["answeredAt"] = serde_json::json!(answer.path);
+    body["logs"] = serde_json::json!(logs);
+    body
+}
+
+/// `VAULT_CREDENTIALS_SECRET_ID`: the Vault token comes from a Secrets Manager secret, not from
+/// the function's environment, and it is the one used (a refused token in the secret makes the
+/// run fail with `VaultTokenExpired`). The secret's value never appears in the answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn vault_credentials_come_from_a_secrets_manager_secret() {
+    let w = support_world().await;
+    let (path, seeded) = w.app("from-secret", serde_json::json!({})).await;
+    let moto = rotator_sandbox::Moto::shared();
+    let secret = format!(
+        "rotator/vault-credentials-{}",
+        rotator_sandbox::unique_suffix()
+    );
+    rotator_sandbox::sm::create_secret(
+        &moto.client(),
+        &secret,
+        &serde_json::json!({"VAULT_TOKEN": w.bao.root_token()}).to_string(),
+    )
+    .await
+    .unwrap();
+    let vars = |secret: &str| {
+        vec![
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint()),
+            ("VAULT_ADDR", w.bao.addr()),
+            ("VAULT_MANAGER_PATH", w.path("master")),
+            ("VAULT_CREDENTIALS_SECRET_ID", secret.to_owned()),
+        ]
+    };
+    let event = serde_json::json!({"action": "rotate-vault", "paths": [path], "dryRun": true});
+    let answer = tokio::task::spawn_blocking({
+        let (vars, event) = (vars(&secret), event.clone());
+        move || invoke_binary(&vars, event)
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer["answeredAt"]
+            .as_str()
+            .unwrap()
+            .ends_with("/response"),
+        "{answer}"
+    );
+    assert_eq!(answer["results"][0]["status"], "would-rotate", "{answer}");
+    assert_eq!(answer["results"][0]["tokenId"], seeded.id.as_str());
+    assert!(
+        answer["logs"].as_str().unwrap().contains("path done"),
+        "the function's logs are captured"
+    );
+    assert!(
+        !answer.to_string().contains(w.bao.root_token()),
+        "the token leaked"
+    );
+
+    // A secret holding a token Vault refuses: that token is the one used.
+    let refused = format!(
+        "rotator/vault-credentials-{}",
+        rotator_sandbox::unique_suffix()
+    );
+    rotator_sandbox::sm::create_secret(
+        &moto.client(),
+        &refused,
+        r#"{"VAULT_TOKEN":"hvs.this-token-was-never-issued-000000"}"#,
+    )
+    .await
+    .unwrap();
+    let answer = tokio::task::spawn_blocking({
+        let vars = vars(&refused);
+        move || invoke_binary(&vars, event)
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer["errorType"], "VaultTokenExpired", "{answer}");
+    assert!(!answer.to_string().contains("never-issued"));
+}
+
+async fn support_world() -> support::VaultWorld {
+    support::VaultWorld::new(&[]).await
 }
