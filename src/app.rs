@@ -185,6 +185,20 @@ pub async fn handle(
     payload: Value,
     deadline: Deadline,
 ) -> Result<Value, HandlerError> {
+    let started = std::time::Instant::now();
+    let (action, answer) = match decode(payload) {
+        Ok(invocation) => {
+            let action = invocation.action_name();
+            (action, dispatch(deps, invocation, deadline).await)
+        }
+        Err(e) => ("invalid-event", Err(e)),
+    };
+    crate::metrics::emit(action, answer.as_ref().ok(), started.elapsed());
+    answer
+}
+
+/// Checks the payload's size and decodes it.
+fn decode(payload: Value) -> Result<Invocation, HandlerError> {
     // An SQS batch may carry up to ten messages of 256 KiB each: its envelope gets Lambda's
     // own payload limit, and each record's body is held to the per-event limit on its own.
     let limit = if payload.get("Records").is_some() {
@@ -199,12 +213,7 @@ pub async fn handle(
         ))
         .into());
     }
-    let invocation = event::parse(payload)?;
-    let action = invocation.action_name();
-    let started = std::time::Instant::now();
-    let answer = dispatch(deps, invocation, deadline).await;
-    crate::metrics::emit(action, answer.as_ref().ok(), started.elapsed());
-    answer
+    Ok(event::parse(payload)?)
 }
 
 /// Runs one decoded invocation.

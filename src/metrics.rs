@@ -30,6 +30,11 @@ pub fn counts(answer: Option<&Value>) -> Vec<(&'static str, u64)> {
     let number = |k: &str| v.get(k).and_then(Value::as_u64);
     let length = |k: &str| v.get(k).and_then(Value::as_array).map(|a| a.len() as u64);
     let mut out = Vec::new();
+    // A Secrets Manager rotation is done when its finishSecret moved AWSCURRENT.
+    if v.get("step").and_then(Value::as_str) == Some("finishSecret") {
+        let finished = v.get("status").and_then(Value::as_str) == Some("finished");
+        out.push(("Rotated", u64::from(finished)));
+    }
     for (name, key) in [("Rotated", "rotated"), ("Skipped", "skipped")] {
         if let Some(n) = number(key) {
             out.push((name, n));
@@ -110,8 +115,13 @@ mod tests {
             counts(Some(&sweep)),
             [("Failed", 1), ("Disabled", 2), ("Deleted", 1)]
         );
-        let step = json!({"status":"finished","revoked":["t"]});
-        assert_eq!(counts(Some(&step)), [("Failed", 0), ("Revoked", 1)]);
+        let step = json!({"step":"finishSecret","status":"finished","revoked":["t"]});
+        assert_eq!(
+            counts(Some(&step)),
+            [("Rotated", 1), ("Failed", 0), ("Revoked", 1)]
+        );
+        let step = json!({"step":"createSecret","status":"created","revoked":[]});
+        assert_eq!(counts(Some(&step)), [("Failed", 0), ("Revoked", 0)]);
         let sqs = json!({"batchItemFailures":[{"itemIdentifier":"m"}]});
         assert_eq!(counts(Some(&sqs)), [("Failed", 1)]);
         assert_eq!(counts(None), [("Failed", 1)]);
@@ -140,7 +150,7 @@ mod tests {
         assert_eq!(l["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
         assert_eq!(
             l["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            json!([["Action"]])
+            json!([["Action"], []])
         );
     }
 }

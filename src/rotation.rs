@@ -781,8 +781,15 @@ pub trait Store {
 pub enum WriteAnswer<E> {
     /// The store said it landed.
     Landed,
-    /// The store said it did not land, and why.
-    Refused(E),
+    /// The store said it did not land, and why; `after_unclear`: an earlier attempt's outcome
+    /// was unknown, so that attempt may have landed (the refusal can be our own write's doing,
+    /// e.g. a CAS conflict with it).
+    Refused {
+        /// Why.
+        refusal: E,
+        /// An earlier attempt was unclear.
+        after_unclear: bool,
+    },
     /// Still unclear when time ran out (the last reason).
     Unclear(String),
 }
@@ -802,16 +809,30 @@ pub enum ReadBack {
 
 /// The pure rule for what a store holds after a write (docs/design.md §3, ambiguous writes):
 /// what the read-back sees decides; when it sees neither ours nor another run's document, a
-/// write the store says landed is ours (a read right after may lag), and only a definitive
-/// refusal means nothing is stored.
+/// write the store says landed is ours (a read right after may lag), and only a refusal with no
+/// unclear attempt before it means nothing is stored. After an unclear attempt, a refusal may
+/// be caused by that attempt having landed, so what the read-back cannot see stays unknown.
 pub fn stored_after<E>(answer: &WriteAnswer<E>, read: &ReadBack) -> Stored {
     match (answer, read) {
         (_, ReadBack::Ours) | (WriteAnswer::Landed, ReadBack::Absent | ReadBack::Unreadable) => {
             Stored::Ours
         }
         (_, ReadBack::Theirs(id)) => Stored::Theirs(id.clone()),
-        (WriteAnswer::Refused(_), _) => Stored::Nothing,
-        (WriteAnswer::Unclear(_), _) => Stored::Unknown,
+        (
+            WriteAnswer::Refused {
+                after_unclear: false,
+                ..
+            },
+            _,
+        ) => Stored::Nothing,
+        (
+            WriteAnswer::Refused {
+                after_unclear: true,
+                ..
+            }
+            | WriteAnswer::Unclear(_),
+            _,
+        ) => Stored::Unknown,
     }
 }
 
@@ -879,9 +900,20 @@ pub async fn replace<S: Store>(
         expires,
         Timestamp::now(),
     );
-    let answer = match repeat_until_definitive(store.what(), deadline, || store.write(&doc)).await {
+    let unclear_before = std::cell::Cell::new(false);
+    let attempt = || async {
+        let answer = store.write(&doc).await;
+        if matches!(answer, Attempt::Unclear(_)) {
+            unclear_before.set(true);
+        }
+        answer
+    };
+    let answer = match repeat_until_definitive(store.what(), deadline, attempt).await {
         Ok(Ok(())) => WriteAnswer::Landed,
-        Ok(Err(refusal)) => WriteAnswer::Refused(refusal),
+        Ok(Err(refusal)) => WriteAnswer::Refused {
+            refusal,
+            after_unclear: unclear_before.get(),
+        },
         Err(why) => WriteAnswer::Unclear(why),
     };
     let read = match answer {
@@ -913,7 +945,7 @@ pub async fn replace<S: Store>(
         (Settlement::Discard, _) => {
             discard(dt_client, mgr, &created.id, deadline).await;
             Replaced::NotStored(match answer {
-                WriteAnswer::Refused(e) => Some(e),
+                WriteAnswer::Refused { refusal, .. } => Some(refusal),
                 _ => None,
             })
         }
@@ -1026,7 +1058,14 @@ mod tests {
     fn what_is_stored_after_a_write() {
         use ReadBack::*;
         use WriteAnswer::*;
-        let refused = || Refused("conflict");
+        let refused = || Refused {
+            refusal: "conflict",
+            after_unclear: false,
+        };
+        let refused_after_unclear = || Refused {
+            refusal: "conflict",
+            after_unclear: true,
+        };
         let unclear = || Unclear::<&str>("timeout".into());
         let theirs = || Theirs(Some("t".into()));
         // The store said it landed: ours, unless the read-back sees another run's document
@@ -1051,6 +1090,17 @@ mod tests {
         // Nothing visible: only a definitive refusal says nothing is stored.
         assert_eq!(stored_after(&refused(), &Absent), Stored::Nothing);
         assert_eq!(stored_after(&refused(), &Unreadable), Stored::Nothing);
+        // A refusal after an unclear attempt may be our own landed write (a CAS conflict with
+        // it): what cannot be seen stays unknown, and the token is kept.
+        assert_eq!(
+            stored_after(&refused_after_unclear(), &Absent),
+            Stored::Unknown
+        );
+        assert_eq!(
+            stored_after(&refused_after_unclear(), &Unreadable),
+            Stored::Unknown
+        );
+        assert_eq!(stored_after(&refused_after_unclear(), &Ours), Stored::Ours);
         assert_eq!(
             stored_after(&unclear(), &Absent),
             Stored::Unknown,

@@ -195,13 +195,13 @@ async fn get_value(
     sm: &SmClient,
     secret: &str,
     version: Option<&str>,
-    stage: &str,
+    stage: Option<&str>,
 ) -> Result<Option<secrecy::SecretString>, SmError> {
     let resp = sm
         .get_secret_value()
         .secret_id(secret)
         .set_version_id(version.map(str::to_owned))
-        .version_stage(stage)
+        .set_version_stage(stage.map(str::to_owned))
         .send()
         .await;
     match resp {
@@ -215,7 +215,7 @@ async fn get_document(
     sm: &SmClient,
     secret: &str,
     version: Option<&str>,
-    stage: &str,
+    stage: Option<&str>,
 ) -> Result<Option<SecretDocument>, SmError> {
     match get_value(sm, secret, version, stage).await? {
         None => Ok(None),
@@ -234,7 +234,7 @@ pub async fn load_managers(ctx: &SmContext<'_>) -> ManagerSet {
     let mut set = ManagerSet::default();
     for id in &ctx.config.manager_secret_ids {
         let loaded: Result<Manager, String> = async {
-            let text = get_value(ctx.secrets_manager, id, None, CURRENT)
+            let text = get_value(ctx.secrets_manager, id, None, Some(CURRENT))
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or_else(|| "it has no AWSCURRENT value".to_owned())?;
@@ -315,7 +315,7 @@ pub async fn run_step(
             report.revoked = finish_after_move(ctx, req, &described, deadline).await?;
         }
         if let Ok(Some(doc)) =
-            get_document(ctx.secrets_manager, secret, Some(version), CURRENT).await
+            get_document(ctx.secrets_manager, secret, Some(version), Some(CURRENT)).await
         {
             report.token_id = doc.token_id_hint();
         }
@@ -336,12 +336,12 @@ pub async fn run_step(
         secret: secret.to_owned(),
         version: version.to_owned(),
     };
-    let current = get_document(ctx.secrets_manager, secret, None, CURRENT)
+    let current = get_document(ctx.secrets_manager, secret, None, Some(CURRENT))
         .await?
         .ok_or_else(|| SmError::NoCurrentValue(secret.to_owned()))?;
     // A pending value equal to the current one is a placeholder (moto, or the
     // RotateImmediately=false check), not a token this function minted.
-    let pending = get_document(ctx.secrets_manager, secret, Some(version), PENDING)
+    let pending = get_document(ctx.secrets_manager, secret, Some(version), Some(PENDING))
         .await?
         .filter(|p| !p.token.same_as(&current.token));
     match req.step {
@@ -453,7 +453,7 @@ async fn create(
         .await
         .map_err(rot)?;
     let marker = Marker::secrets_manager(&described.arn, version);
-    let store = PendingVersion { ctx, req };
+    let store = PendingVersion { ctx, req, current };
     let replaced = rotation::replace(
         ctx.dynatrace,
         ctx.config,
@@ -498,7 +498,7 @@ pub async fn vault_credentials(
     client: &SmClient,
     secret_id: &str,
 ) -> Result<HashMap<String, secrecy::SecretString>, SmError> {
-    let text = get_value(client, secret_id, None, CURRENT)
+    let text = get_value(client, secret_id, None, Some(CURRENT))
         .await?
         .ok_or_else(|| SmError::NoCurrentValue(secret_id.to_owned()))?;
     let bad = |why: String| SmError::Aws {
@@ -534,6 +534,7 @@ pub async fn vault_credentials(
 struct PendingVersion<'a> {
     ctx: &'a SmContext<'a>,
     req: &'a StepRequest,
+    current: &'a SecretDocument,
 }
 
 impl rotation::Store for PendingVersion<'_> {
@@ -573,12 +574,21 @@ impl rotation::Store for PendingVersion<'_> {
         }
     }
 
+    /// The rotation's version by its id alone (its `AWSPENDING` label may have moved): what
+    /// landed under this `ClientRequestToken`. A value equal to the current one is the
+    /// placeholder some callers put there (moto, `RotateImmediately=false` checks), not
+    /// another run's successor.
     async fn read_back(&self) -> Result<Option<SecretDocument>, ()> {
         let secret = self.req.secret_id.as_str();
         let version = self.req.client_request_token.as_str();
-        get_document(self.ctx.secrets_manager, secret, Some(version), PENDING)
-            .await
-            .map_err(|e| tracing::warn!(secret, version, error = %e, "could not read the pending version back"))
+        match get_document(self.ctx.secrets_manager, secret, Some(version), None).await {
+            Ok(Some(d)) if d.token.same_as(&self.current.token) => Ok(None),
+            Ok(d) => Ok(d),
+            Err(e) => {
+                tracing::warn!(secret, version, error = %e, "could not read the pending version back");
+                Err(())
+            }
+        }
     }
 }
 
@@ -642,7 +652,7 @@ async fn previous_candidate(
     mgr: &Manager,
     deadline: Deadline,
 ) -> Result<Option<Candidate>, SmError> {
-    let Some(prev) = get_document(ctx.secrets_manager, secret, None, PREVIOUS).await? else {
+    let Some(prev) = get_document(ctx.secrets_manager, secret, None, Some(PREVIOUS)).await? else {
         return Ok(None);
     };
     proven_candidate(ctx, secret, mgr, &prev, deadline)
@@ -872,7 +882,7 @@ async fn finish_after_move(
         secret: secret.to_owned(),
         source,
     };
-    let current = get_document(ctx.secrets_manager, secret, None, CURRENT)
+    let current = get_document(ctx.secrets_manager, secret, None, Some(CURRENT))
         .await?
         .ok_or_else(|| SmError::NoCurrentValue(secret.to_owned()))?;
     let managers = load_managers(ctx).await;
@@ -893,7 +903,9 @@ async fn finish_after_move(
             candidates.extend(previous_candidate(ctx, secret, mgr, deadline).await?);
         }
         _ => {
-            if let Some(prev) = get_document(ctx.secrets_manager, secret, None, PREVIOUS).await? {
+            if let Some(prev) =
+                get_document(ctx.secrets_manager, secret, None, Some(PREVIOUS)).await?
+            {
                 keep.extend(
                     rotation::token_id_of(ctx.dynatrace, mgr, &prev, deadline)
                         .await

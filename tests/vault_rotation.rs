@@ -618,3 +618,50 @@ async fn a_hanging_vault_write_leaves_time_for_the_summary() {
     w.assert_invariants(&[a]).await;
     w.assert_no_leaks();
 }
+
+/// A CAS write that timed out but landed, then a repeat refused by the conflict with it, then
+/// a read-back of version N+1 that fails: the refusal may be our own landed write, so the
+/// outcome is unknown and the minted token (now stored in Vault) must be kept, not deleted.
+#[tokio::test]
+async fn a_refusal_after_an_unclear_write_keeps_the_token_when_the_read_back_fails() {
+    use rotator_sandbox::{FaultProxy, ProxyFault, ProxyRule};
+    use std::time::Duration;
+
+    let store = FaultProxy::start(&rotator_sandbox::Bao::shared().addr()).await;
+    let mut w = VaultWorld::new(&[("VAULT_ADDR", &store.url())]).await;
+    let backend = w.deps.vault.as_mut().unwrap();
+    backend.kv = backend.kv.with_request_timeout(Duration::from_millis(1000));
+    let (a, original) = w.app("app1", json!({})).await;
+    let data = format!("/v1/secret/data/{a}");
+    // Two writes held past the client's timeout (both unclear; the first lands at 1.8 s),
+    // the third is refused by the conflict with the first.
+    store.add_rule(
+        ProxyRule::new(ProxyFault::Delay(Duration::from_millis(1800)))
+            .method("POST")
+            .path(&data)
+            .times(2),
+    );
+    // Every read after the first (the rotation's own read of the latest version) fails.
+    store.add_rule(
+        ProxyRule::new(ProxyFault::Status(500))
+            .method("GET")
+            .path(&data)
+            .skip(1)
+            .times(50),
+    );
+    let out = w.rotate(&[&a], false, false).await;
+    assert_eq!(out["failed"], 1, "{out}");
+    store.clear();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (version, _) = w.read(&a).await;
+    assert_eq!(version, 2, "the first write landed");
+    let stored = w.token_id(&a).await;
+    assert!(
+        !w.emu.was_deleted(&stored),
+        "the token Vault holds was deleted: the refusal was taken for a definitive no"
+    );
+    assert!(w.token(&stored).enabled);
+    assert!(w.token(&original.id).enabled);
+    w.assert_invariants(&[a]).await;
+    w.assert_no_leaks();
+}

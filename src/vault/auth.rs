@@ -272,7 +272,8 @@ impl Session {
     }
 
     /// Asks Vault about `token` itself (`auth/token/lookup-self`, allowed by the `default`
-    /// policy). The answer's body holds the token's accessor and policies, never its value.
+    /// policy). The answer's body holds the token itself (`data.id`): only the fields of
+    /// [`TokenInfo`] are read from it, and it is never logged.
     async fn lookup_self(&self, token: &SecretString, deadline: Option<Instant>) -> Lookup {
         let path = "auth/token/lookup-self";
         let resp = self
@@ -302,11 +303,12 @@ impl Session {
         }
     }
 
-    /// Checks a static `VAULT_TOKEN` before first use: refused by Vault is
-    /// [`VaultError::TokenExpired`]; a renewable token past half its TTL is renewed
-    /// (`auth/token/renew-self`), so a token used by a daily schedule never runs out; a token
-    /// that cannot be renewed and ends within a week is logged as a warning. The state is
-    /// checked again after half the remaining TTL in a long-lived process.
+    /// Checks a static `VAULT_TOKEN` before first use: a renewable token past half its TTL is
+    /// renewed (`auth/token/renew-self`), so a token used by a daily schedule never runs out; a
+    /// token that cannot be renewed and ends within a week is logged as a warning. A token
+    /// Vault refuses to describe is used unchecked: a request it refuses as well is then
+    /// [`VaultError::TokenExpired`]. The state is checked again after half the remaining TTL in
+    /// a long-lived process.
     async fn check_static(
         &self,
         token: &SecretString,
@@ -314,7 +316,17 @@ impl Session {
     ) -> Result<TokenState, VaultError> {
         let started = Instant::now();
         let info = match self.lookup_self(token, deadline).await {
-            Lookup::Refused => return Err(VaultError::TokenExpired),
+            // Expired, revoked, or valid without the `default` policy: only the requests tell.
+            // A request refused too is then reported as `TokenExpired` (see `relogin_until`).
+            Lookup::Refused => {
+                tracing::warn!(
+                    "Vault refused lookup-self for VAULT_TOKEN (expired, revoked, or without the `default` policy); using it unchecked"
+                );
+                return Ok(TokenState {
+                    token: token.clone(),
+                    renew_at: Some(started + RECHECK_AFTER_FAILED_LOOKUP),
+                });
+            }
             Lookup::Unavailable(e) => {
                 // Not a verdict on the token: use it and let the requests themselves tell.
                 tracing::warn!(error = %e, "could not look up VAULT_TOKEN; using it unchecked");

@@ -388,6 +388,7 @@ impl rotation::Store for CasVersion<'_> {
                 .map(Some)
                 .map_err(|_| ()),
             Ok(KvRead::Missing) => Ok(None),
+            // A deleted or destroyed version N+1 still took the index: its outcome is unknown.
             Ok(KvRead::Deleted { .. }) | Err(_) => Err(()),
         }
     }
