@@ -900,11 +900,12 @@ pub async fn replace<S: Store>(
         expires,
         Timestamp::now(),
     );
-    let unclear_before = std::cell::Cell::new(false);
+    // An atomic, not a Cell: the rotation's future must stay `Send` (paths run on tasks).
+    let unclear_before = std::sync::atomic::AtomicBool::new(false);
     let attempt = || async {
         let answer = store.write(&doc).await;
         if matches!(answer, Attempt::Unclear(_)) {
-            unclear_before.set(true);
+            unclear_before.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         answer
     };
@@ -912,7 +913,7 @@ pub async fn replace<S: Store>(
         Ok(Ok(())) => WriteAnswer::Landed,
         Ok(Err(refusal)) => WriteAnswer::Refused {
             refusal,
-            after_unclear: unclear_before.get(),
+            after_unclear: unclear_before.load(std::sync::atomic::Ordering::Relaxed),
         },
         Err(why) => WriteAnswer::Unclear(why),
     };
