@@ -19,6 +19,9 @@
 //! - `expiresBeforeNextRotation`: secrets and paths whose current token expires before the
 //!   secret is rotated next (Secrets Manager's `NextRotationDate`; Vault: `rotatedAt` +
 //!   `ROTATION_INTERVAL_DAYS`), with both dates;
+//! - `laggingConsumers`: previous tokens Dynatrace saw in use after their successor's
+//!   promotion, with `lastUsedDate` and `lastUsedIpAddress`: a consumer still holds the old
+//!   value;
 //! - `orphanedMinted`: minted under this deployment's marker for a secret the audit cannot
 //!   read (deleted, or outside the configured ones) and referenced by no secret it read; the
 //!   sweep never touches them (it cannot tell whose they are), so a person decides.
@@ -35,7 +38,8 @@ use crate::dynatrace::ApiToken;
 use crate::sweep::{self, Cleanup, Problem, SweepError};
 
 /// Fields asked for in the listing.
-pub const FIELDS: &str = "+expirationDate,+lastUsedDate,+scopes,+personalAccessToken";
+pub const FIELDS: &str =
+    "+expirationDate,+lastUsedDate,+lastUsedIpAddress,+scopes,+personalAccessToken";
 
 /// Whether `scope` manages tokens (docs/dynatrace-api.md).
 pub fn is_token_management(scope: &str) -> bool {
@@ -124,6 +128,8 @@ pub struct EnvironmentReport {
     pub dangling_secrets: Vec<SecretEntry>,
     /// Secrets whose current token expires before their next rotation.
     pub expires_before_next_rotation: Vec<SecretEntry>,
+    /// Previous tokens still used after their successor's promotion.
+    pub lagging_consumers: Vec<sweep::LaggingConsumer>,
     /// Minted under this deployment's marker, for no secret it read, referenced by none.
     pub orphaned_minted: Vec<Entry>,
     /// Why the environment could not be listed.
@@ -286,6 +292,14 @@ pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditRepor
                         .into_iter()
                         .map(Entry::of)
                         .collect();
+                }
+                report.lagging_consumers = tokens
+                    .iter()
+                    .filter(|t| t.is_enabled())
+                    .filter_map(|t| sweep::lagging(t, refs.previous.get(t.id_str())?))
+                    .collect();
+                for l in &report.lagging_consumers {
+                    tracing::warn!(secret = %l.secret, token_id = %l.token_id, last_used = ?l.last_used_date, address = ?l.last_used_ip_address, "a consumer still uses the previous token after its successor's promotion");
                 }
                 (report.dangling_secrets, report.expires_before_next_rotation) =
                     secret_findings(&mgr.env, &tokens, &refs.current, managers.by_env.len() == 1);

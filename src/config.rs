@@ -21,6 +21,8 @@ pub struct Config {
     pub revoke_old: RevokeOld,
     /// `DT_OLD_TOKEN_ACTION`.
     pub old_token_action: OldTokenAction,
+    /// `DT_UNUSED_HOURS`: quiet time after promotion before `when-unused` revokes.
+    pub unused_hours: u32,
     /// `DT_DELETE_DISABLED_AFTER_DAYS`.
     pub delete_disabled_after_days: u32,
     /// `DT_FORBIDDEN_SCOPES`.
@@ -223,6 +225,7 @@ impl Config {
                 RevokeOld::NextRotation,
                 &[
                     ("next-rotation", RevokeOld::NextRotation),
+                    ("when-unused", RevokeOld::WhenUnused),
                     ("immediately", RevokeOld::Immediately),
                     ("never", RevokeOld::Never),
                 ],
@@ -236,6 +239,7 @@ impl Config {
                 ],
             )?,
             delete_disabled_after_days: env.number("DT_DELETE_DISABLED_AFTER_DAYS", 7, 0, 3650)?,
+            unused_hours: env.number("DT_UNUSED_HOURS", 24, 1, 8760)?,
             forbidden_scopes,
             events: env.choice("DT_EVENTS", false, &[("on", true), ("off", false)])?,
             vault: Self::vault(&env)?,

@@ -74,6 +74,9 @@ pub struct ApiToken {
     pub expiration_date: Option<String>,
     /// Last use; absent = never used.
     pub last_used_date: Option<String>,
+    /// Address of the last use (`+lastUsedIpAddress`).
+    #[serde(default)]
+    pub last_used_ip_address: Option<String>,
     /// Last change of name or scopes.
     pub modified_date: Option<String>,
     /// Scopes.

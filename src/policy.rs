@@ -24,6 +24,9 @@ pub const NO_LONGER_GRANTABLE: &[&str] = &[
 pub enum RevokeOld {
     /// Keep the previous token valid until the next rotation (one interval of overlap).
     NextRotation,
+    /// Revoke the previous token once Dynatrace reports it unused for `DT_UNUSED_HOURS` since
+    /// its successor was promoted (checked by the sweep), at the latest at the next rotation.
+    WhenUnused,
     /// Revoke the previous token as soon as the new one is current.
     Immediately,
     /// Never revoke (someone else cleans up).
@@ -139,6 +142,25 @@ pub fn due(
     }
 }
 
+/// Whether a previous token promoted out at `promoted` and last used at `last_used` has been
+/// quiet for `hours` (`DT_REVOKE_OLD=when-unused`): at least `hours` since the later of its
+/// successor's promotion and its own last use.
+pub fn quiet_since_promotion(
+    now: Timestamp,
+    promoted: Timestamp,
+    last_used: Option<Timestamp>,
+    hours: u32,
+) -> bool {
+    let since = last_used.map_or(promoted, |u| u.max(promoted));
+    now.duration_since(since) >= jiff::SignedDuration::from_hours(i64::from(hours))
+}
+
+/// Whether a previous token was used after its successor's promotion: a consumer still holds
+/// the old value (a lagging consumer).
+pub fn used_after_promotion(promoted: Timestamp, last_used: Option<Timestamp>) -> bool {
+    last_used.is_some_and(|u| u > promoted)
+}
+
 /// Today's date in UTC: the date written into the names of tokens the rotator disables.
 pub fn today() -> jiff::civil::Date {
     jiff::Zoned::now()
@@ -149,6 +171,39 @@ pub fn today() -> jiff::civil::Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn when_unused_waits_for_quiet_hours_after_promotion_and_last_use() {
+        let now: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap();
+        let hours_ago = |h: i64| now - jiff::SignedDuration::from_hours(h);
+        // Promoted 30 h ago, never used since: quiet for 24 h.
+        assert!(quiet_since_promotion(now, hours_ago(30), None, 24));
+        assert!(quiet_since_promotion(
+            now,
+            hours_ago(30),
+            Some(hours_ago(40)),
+            24
+        ));
+        // Promoted 10 h ago: not yet, whatever the use.
+        assert!(!quiet_since_promotion(now, hours_ago(10), None, 24));
+        // Used 2 h ago, after the promotion: a consumer still holds it.
+        assert!(!quiet_since_promotion(
+            now,
+            hours_ago(30),
+            Some(hours_ago(2)),
+            24
+        ));
+        assert!(used_after_promotion(hours_ago(30), Some(hours_ago(2))));
+        assert!(!used_after_promotion(hours_ago(30), Some(hours_ago(40))));
+        assert!(!used_after_promotion(hours_ago(30), None));
+        // Quiet again for 24 h after its last (lagging) use.
+        assert!(quiet_since_promotion(
+            now,
+            hours_ago(60),
+            Some(hours_ago(25)),
+            24
+        ));
+    }
 
     #[test]
     fn due_looks_at_age_and_expiry() {

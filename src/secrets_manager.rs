@@ -713,7 +713,7 @@ async fn finish(
         .map_err(rot)?;
     let previous = match ctx.config.revoke_old {
         RevokeOld::Never => None,
-        RevokeOld::NextRotation | RevokeOld::Immediately => {
+        RevokeOld::NextRotation | RevokeOld::WhenUnused | RevokeOld::Immediately => {
             previous_candidate(ctx, secret, mgr, deadline).await?
         }
     };

@@ -157,6 +157,55 @@ pub struct SweepSummary {
     pub kept: usize,
     /// What could not be read or done.
     pub errors: Vec<Problem>,
+    /// Previous tokens still in use after their successor's promotion.
+    pub lagging_consumers: Vec<LaggingConsumer>,
+}
+
+/// A previous token Dynatrace saw in use after its successor was promoted: some consumer still
+/// holds the old value (ids, dates and the address only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaggingConsumer {
+    /// The secret's name or ARN, or `vault:<path>`.
+    pub secret: String,
+    /// The previous token.
+    pub token_id: String,
+    /// When its successor was promoted (`rotatedAt`).
+    pub promoted_at: String,
+    /// Its last use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_date: Option<String>,
+    /// Where from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_ip_address: Option<String>,
+}
+
+/// The previous token of one secret or path, proven by value, and when its successor was
+/// promoted: what `when-unused` revokes and what lagging consumers are reported against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PreviousToken {
+    /// The secret's name or ARN, or `vault:<path>`.
+    pub secret: String,
+    /// The secret's marker key (the owner written into the name when it is revoked).
+    pub key: String,
+    /// The successor's `rotatedAt`.
+    pub promoted_at: Timestamp,
+}
+
+/// The lagging consumer entry for `t` when it is a previous token used after its promotion.
+pub(crate) fn lagging(
+    t: &crate::dynatrace::ApiToken,
+    previous: &PreviousToken,
+) -> Option<LaggingConsumer> {
+    crate::policy::used_after_promotion(previous.promoted_at, t.last_used()).then(|| {
+        LaggingConsumer {
+            secret: previous.secret.clone(),
+            token_id: t.id_str().to_owned(),
+            promoted_at: crate::dynatrace::format_time(previous.promoted_at),
+            last_used_date: t.last_used_date.clone(),
+            last_used_ip_address: t.last_used_ip_address.clone(),
+        }
+    })
 }
 
 /// The configured managers, one per environment.
@@ -302,6 +351,8 @@ pub(crate) struct References {
     /// The current token of each secret and path read (for the audit's `danglingSecrets` and
     /// `expiresBeforeNextRotation`).
     pub(crate) current: Vec<StoredToken>,
+    /// Previous tokens by id (see [`PreviousToken`]).
+    pub(crate) previous: std::collections::BTreeMap<String, PreviousToken>,
 }
 
 /// The current token of one secret or Vault path, as the audit reports it.
@@ -355,6 +406,7 @@ impl References {
 struct Found {
     ids: Vec<String>,
     current: Option<StoredToken>,
+    previous: Option<(String, PreviousToken)>,
     failure: Option<(Option<EnvironmentUrl>, Problem)>,
 }
 
@@ -377,6 +429,7 @@ pub async fn run(
         deleted: Vec::new(),
         kept: 0,
         errors: Vec::new(),
+        lagging_consumers: Vec::new(),
     };
     for mgr in &managers.by_env {
         sweep_environment(
@@ -534,6 +587,7 @@ async fn collect_secrets_manager(
         refs.deployments.insert(marker::deployment_key_sm(&id));
         refs.ids.extend(f.ids);
         refs.current.extend(f.current);
+        refs.previous.extend(f.previous);
         if let Some((env, p)) = f.failure {
             refs.fail(env.as_ref(), p);
         }
@@ -566,6 +620,7 @@ async fn read_sm_secret(
             return found;
         }
     };
+    let (mut promoted_at, mut current_doc, mut previous_doc) = (None, None, None);
     let next_rotation = desc
         .next_rotation_date
         .and_then(|d| Timestamp::from_second(d.secs()).ok());
@@ -574,6 +629,7 @@ async fn read_sm_secret(
             continue;
         }
         let is_current = stages.iter().any(|s| s == "AWSCURRENT");
+        let is_previous = stages.iter().any(|s| s == "AWSPREVIOUS");
         let value = match sm
             .get_secret_value()
             .secret_id(secret)
@@ -596,6 +652,12 @@ async fn read_sm_secret(
             Ok(doc) => match document_ids(cleanup, managers, &doc, deadline).await {
                 Ok(ids) if is_current => {
                     found.current = StoredToken::of(secret.to_owned(), &doc, next_rotation);
+                    promoted_at = doc.rotated_at_time();
+                    current_doc = Some(doc);
+                    found.ids.extend(ids);
+                }
+                Ok(ids) if is_previous => {
+                    previous_doc = Some(doc);
                     found.ids.extend(ids);
                 }
                 Ok(ids) => found.ids.extend(ids),
@@ -608,7 +670,54 @@ async fn read_sm_secret(
             Err(_) => found.ids.extend(scan_ids(text.expose_secret())),
         }
     }
+    if let (Some(at), Some(current), Some(previous)) = (promoted_at, &current_doc, &previous_doc)
+        && !previous.token.same_as(&current.token)
+        && let Some(mgr) = manager_for(managers, previous)
+    {
+        let key = marker::secret_key_sm(secret);
+        found.previous = prove_previous(cleanup, mgr, secret, key, previous, at, deadline).await;
+    }
     found
+}
+
+/// The manager of `doc`'s environment (the only one when the document names none).
+fn manager_for<'m>(managers: &'m Managers, doc: &SecretDocument) -> Option<&'m Manager> {
+    match doc.environment_url.as_deref() {
+        Some(raw) => {
+            let env = EnvironmentUrl::parse(raw).ok()?;
+            managers.by_env.iter().find(|m| m.env == env)
+        }
+        None if managers.by_env.len() == 1 => managers.by_env.first(),
+        None => None,
+    }
+}
+
+/// The previous token of `secret`, proven by looking its stored value up; `None` (logged) when
+/// Dynatrace does not know it or cannot be asked.
+async fn prove_previous(
+    cleanup: &Cleanup<'_>,
+    mgr: &Manager,
+    secret: &str,
+    key: String,
+    previous: &SecretDocument,
+    promoted_at: Timestamp,
+    deadline: Deadline,
+) -> Option<(String, PreviousToken)> {
+    match rotation::proven_id(cleanup.dynatrace, mgr, &previous.token, deadline).await {
+        Ok(Some(id)) => Some((
+            id,
+            PreviousToken {
+                secret: secret.to_owned(),
+                key,
+                promoted_at,
+            },
+        )),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(secret, error = %e, "could not look up the previous token; when-unused and lagging consumers skip it this time");
+            None
+        }
+    }
 }
 
 /// The id of the token a document holds. A legacy token without `tokenId` is looked up with the manager of
@@ -696,9 +805,16 @@ async fn collect_vault(
         let key = scope.secret_key(&path);
         refs.known_keys.insert(key.clone());
         match r {
-            Ok((ids, latest, overdue, current)) => {
+            Ok(PathRefs {
+                ids,
+                latest,
+                overdue,
+                current,
+                previous,
+            }) => {
                 refs.ids.extend(ids);
                 refs.current.extend(current);
+                refs.previous.extend(previous);
                 if let Some(id) = overdue {
                     refs.overdue.insert(id, key.clone());
                 }
@@ -717,17 +833,23 @@ async fn collect_vault(
     }
 }
 
-/// What one Vault path references: token ids, its latest version, and an overdue
-/// revocation (see [`overdue_vault_revocation`]).
-type VaultPathRefs = Result<
-    (
-        Vec<String>,
-        Option<u64>,
-        Option<String>,
-        Option<StoredToken>,
-    ),
-    String,
->;
+/// What one Vault path references, or why that is unknown.
+type VaultPathRefs = Result<PathRefs, String>;
+
+/// What one Vault path references.
+#[derive(Default)]
+struct PathRefs {
+    /// Token ids referenced.
+    ids: Vec<String>,
+    /// Its latest version.
+    latest: Option<u64>,
+    /// An overdue revocation (see [`overdue_vault_revocation`]).
+    overdue: Option<String>,
+    /// Its current token.
+    current: Option<StoredToken>,
+    /// Its previous token, proven by value.
+    previous: Option<(String, PreviousToken)>,
+}
 
 /// The token two generations old of a Vault path when it is still enabled although the
 /// policy revokes it at rotation (a run that crashed or failed between its write and the
@@ -787,6 +909,44 @@ async fn overdue_vault_revocation(
     None
 }
 
+/// The previous token of a Vault path: the token of the nearest earlier version holding another
+/// token, when its value looks up to the latest document's `previousTokenId` (at most ten
+/// versions back), with the latest `rotatedAt` as its successor's promotion.
+async fn vault_previous(
+    cleanup: &Cleanup<'_>,
+    kv: &KvClient,
+    mgr: &Manager,
+    path: &str,
+    latest: u64,
+    doc: &SecretDocument,
+    deadline: Deadline,
+) -> Option<(String, PreviousToken)> {
+    const MAX_WALK: u64 = 10;
+    let hint = doc.previous_token_id.as_deref()?;
+    let promoted_at = doc.rotated_at_time()?;
+    let key = cleanup.vault?.scope().secret_key(path);
+    let lowest = latest.saturating_sub(MAX_WALK).max(1);
+    let mut v = latest.saturating_sub(1);
+    while v >= lowest {
+        let Ok(KvRead::Present(entry)) = kv.read_version(path, v).await else {
+            return None;
+        };
+        let earlier = SecretDocument::from_map(entry.data).ok()?;
+        v -= 1;
+        if earlier.token.same_as(&doc.token) {
+            continue;
+        }
+        if earlier.token.derived_id().is_some_and(|id| id != hint) {
+            return None;
+        }
+        let secret = format!("vault:{path}");
+        let found =
+            prove_previous(cleanup, mgr, &secret, key, &earlier, promoted_at, deadline).await?;
+        return (found.0 == hint).then_some(found);
+    }
+    None
+}
+
 async fn read_vault_path(
     cleanup: &Cleanup<'_>,
     kv: &KvClient,
@@ -796,7 +956,7 @@ async fn read_vault_path(
 ) -> VaultPathRefs {
     let entry = match kv.read(path).await.map_err(|e| e.to_string())? {
         KvRead::Present(e) => e,
-        KvRead::Missing => return Ok((Vec::new(), None, None, None)),
+        KvRead::Missing => return Ok(PathRefs::default()),
         // A soft-deleted latest version (`delete_version_after`, a person) can be undeleted:
         // what it references is unknown, so nothing changes in its environment.
         KvRead::Deleted { version } => {
@@ -819,7 +979,7 @@ async fn read_vault_path(
                 ),
             }
             let overdue = match cleanup.config.revoke_old {
-                RevokeOld::NextRotation | RevokeOld::Immediately => {
+                RevokeOld::NextRotation | RevokeOld::WhenUnused | RevokeOld::Immediately => {
                     overdue_vault_revocation(cleanup, kv, mgr, path, entry.version, &doc, deadline)
                         .await
                 }
@@ -831,11 +991,23 @@ async fn read_vault_path(
                 )
             });
             let current = StoredToken::of(format!("vault:{path}"), &doc, next);
-            Ok((ids, latest, overdue, current))
+            let previous =
+                vault_previous(cleanup, kv, mgr, path, entry.version, &doc, deadline).await;
+            Ok(PathRefs {
+                ids,
+                latest,
+                overdue,
+                current,
+                previous,
+            })
         }
         Err(_) => {
             let text = zeroize::Zeroizing::new(serde_json::Value::Object(entry.data).to_string());
-            Ok((scan_ids(&text), latest, None, None))
+            Ok(PathRefs {
+                ids: scan_ids(&text),
+                latest,
+                ..PathRefs::default()
+            })
         }
     }
 }
@@ -953,7 +1125,13 @@ async fn sweep_environment(
 ) {
     let dt = &cleanup.dynatrace;
     let tokens = match dt
-        .list(&mgr.env, &mgr.token, None, "+modifiedDate", deadline)
+        .list(
+            &mgr.env,
+            &mgr.token,
+            None,
+            "+modifiedDate,+lastUsedDate,+lastUsedIpAddress",
+            deadline,
+        )
         .await
     {
         Ok(t) => t,
@@ -1025,6 +1203,53 @@ async fn sweep_environment(
                 Err(e) => summary.errors.push(Problem::new(id, e)),
             }
             continue;
+        }
+        if let Some(previous) = refs.previous.get(&id)
+            && t.is_enabled()
+            && !manager_ids.contains(&id)
+            && marker::disabled_on(t.name_str()).is_none()
+        {
+            if let Some(l) = lagging(&t, previous) {
+                tracing::warn!(
+                    secret = %l.secret,
+                    token_id = %id,
+                    last_used = ?l.last_used_date,
+                    address = ?l.last_used_ip_address,
+                    "a consumer still uses the previous token after its successor's promotion: give it the current value before the old one is revoked"
+                );
+                summary.lagging_consumers.push(l);
+            }
+            let quiet = crate::policy::quiet_since_promotion(
+                now,
+                previous.promoted_at,
+                t.last_used(),
+                cleanup.config.unused_hours,
+            );
+            if cleanup.config.revoke_old == crate::policy::RevokeOld::WhenUnused
+                && quiet
+                && !tainted
+            {
+                let action = cleanup.config.old_token_action;
+                let listed = |summary: &mut SweepSummary, id: String| match action {
+                    OldTokenAction::Disable => summary.disabled.push(id),
+                    OldTokenAction::Delete => summary.deleted.push(id),
+                };
+                if summary.dry_run {
+                    listed(summary, id);
+                    continue;
+                }
+                match rotation::revoke(dt, mgr, &id, Some(&previous.key), action, today, deadline)
+                    .await
+                {
+                    Ok(Revoked::Disabled | Revoked::Deleted) => {
+                        tracing::info!(secret = %previous.secret, token_id = %id, "sweep: revoked a previous token unused since its successor's promotion (when-unused)");
+                        listed(summary, id);
+                    }
+                    Ok(_) => {}
+                    Err(e) => summary.errors.push(Problem::new(id, e)),
+                }
+                continue;
+            }
         }
         if tainted && v != Verdict::NotOurs {
             v = Verdict::Keep;

@@ -402,3 +402,202 @@ async fn tokens_minted_for_secrets_the_sweep_does_not_cover_are_kept() {
     );
     w.assert_no_leaks();
 }
+
+/// A consumer uses `value` (it authenticates a lookup of itself): Dynatrace records the use
+/// and the address.
+async fn use_token(emu_url: &str, value: &str) {
+    use dynatrace_token_rotator::deadline::Deadline;
+    use dynatrace_token_rotator::environment::EnvironmentUrl;
+    use dynatrace_token_rotator::secret::TokenValue;
+    let env = EnvironmentUrl::parse(emu_url).unwrap();
+    let token = TokenValue::parse(value).unwrap();
+    dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
+        .unwrap()
+        .lookup(
+            &env,
+            &token,
+            &token,
+            Deadline::after(std::time::Duration::from_secs(10)),
+        )
+        .await
+        .unwrap()
+        .expect("the token exists");
+}
+
+fn lagging_ids(v: &Value) -> Vec<String> {
+    v["laggingConsumers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("laggingConsumers missing in {v}"))
+        .iter()
+        .map(|l| l["tokenId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `DT_REVOKE_OLD=when-unused` over Vault: a previous token quiet for `DT_UNUSED_HOURS` since its
+/// successor's promotion is revoked by the sweep; one a consumer used after the promotion is
+/// kept and reported as a lagging consumer, with the address it was used from.
+#[tokio::test]
+async fn when_unused_revokes_a_quiet_previous_vault_token_and_reports_a_used_one() {
+    let mut w =
+        VaultWorld::new(&[("DT_REVOKE_OLD", "when-unused"), ("DT_UNUSED_HOURS", "24")]).await;
+    let (quiet, quiet_original) = w.app("quiet", json!({})).await;
+    let (busy, busy_original) = w.app("busy", json!({})).await;
+    w.rotate(&[&quiet, &busy], true, false).await;
+    // The promotion happened two days ago: rewrite the latest document with that rotatedAt
+    // (same token, so the previous token is found further back).
+    let two_days_ago = dynatrace_token_rotator::dynatrace::format_time(hours_ago(48));
+    for p in [&quiet, &busy] {
+        let (v, mut doc) = w.read(p).await;
+        doc["rotatedAt"] = json!(two_days_ago);
+        w.bao.kv_put_cas("secret", p, &doc, v).await.unwrap();
+    }
+    w.deps.vault.as_mut().unwrap().config.rotate_paths = vec![quiet.clone(), busy.clone()];
+    use_token(&w.emu.url(), &busy_original.value).await;
+
+    let dry = w
+        .invoke(json!({"action": "sweep", "dryRun": true}))
+        .await
+        .unwrap();
+    assert_eq!(ids(&dry, "disabled"), vec![quiet_original.id.clone()], "{dry}");
+    assert!(
+        w.token(&quiet_original.id).enabled,
+        "a dry run changes nothing"
+    );
+
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(ids(&out, "disabled"), vec![quiet_original.id.clone()], "{out}");
+    assert!(
+        !w.token(&quiet_original.id).enabled,
+        "quiet for 48 h since promotion: revoked"
+    );
+    assert!(
+        w.token(&busy_original.id).enabled,
+        "used after the promotion: kept"
+    );
+    assert_eq!(lagging_ids(&out), vec![busy_original.id.clone()]);
+    let lag = &out["laggingConsumers"][0];
+    assert_eq!(lag["secret"], format!("vault:{busy}"));
+    assert_eq!(lag["lastUsedIpAddress"], "127.0.0.1", "{lag}");
+    assert!(lag["lastUsedDate"].is_string() && lag["promotedAt"].is_string());
+    assert!(
+        w.logs
+            .text()
+            .contains("a consumer still uses the previous token")
+    );
+    // The audit reports it too, and changes nothing.
+    let audit = w.invoke(json!({"action": "audit"})).await.unwrap();
+    assert_eq!(
+        lagging_ids(&audit["environments"][0]),
+        vec![busy_original.id.clone()]
+    );
+    // The current tokens are untouched.
+    for p in [&quiet, &busy] {
+        let id = w.token_id(p).await;
+        assert!(w.token(&id).enabled);
+    }
+    w.assert_no_leaks();
+}
+
+/// The same over Secrets Manager: `AWSPREVIOUS` is the previous token, the `rotatedAt` of
+/// `AWSCURRENT` its successor's promotion. Under `next-rotation` nothing is revoked early, but
+/// the lagging consumer is still reported.
+#[tokio::test]
+async fn when_unused_revokes_a_quiet_awsprevious_and_next_rotation_only_reports() {
+    for policy in ["next-rotation", "when-unused"] {
+        let w = World::new(&[
+            ("AWS_LAMBDA_FUNCTION_NAME", FUNCTION),
+            ("DT_REVOKE_OLD", policy),
+            ("DT_UNUSED_HOURS", "24"),
+        ])
+        .await;
+        let (quiet, quiet_original) = w.app_secret(json!({})).await;
+        let (busy, busy_original) = w.app_secret(json!({})).await;
+        for secret in [&quiet, &busy] {
+            w.rotate(secret).await;
+            // Backdate the promotion: a new current version with the same token and an older
+            // rotatedAt, then AWSPREVIOUS back on the original token's version.
+            let original_version = sm::version_with(&w.sm, secret, "AWSPREVIOUS")
+                .await
+                .unwrap()
+                .unwrap();
+            let mut doc = w.doc(secret, "AWSCURRENT").await.unwrap();
+            doc["rotatedAt"] = json!(dynatrace_token_rotator::dynatrace::format_time(hours_ago(
+                48
+            )));
+            let backdated = sm::update_value(&w.sm, secret, &doc.to_string())
+                .await
+                .unwrap();
+            // Put the labels where AWS would have them (moto's stage moves can leave
+            // AWSCURRENT on two versions): AWSCURRENT on the backdated version only,
+            // AWSPREVIOUS on the original token's version.
+            for (version, stages) in w.stages(secret).await {
+                if version != backdated && stages.iter().any(|s| s == "AWSCURRENT") {
+                    w.sm.update_secret_version_stage()
+                        .secret_id(secret)
+                        .version_stage("AWSCURRENT")
+                        .remove_from_version_id(&version)
+                        .move_to_version_id(&backdated)
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }
+            let holder = sm::version_with(&w.sm, secret, "AWSPREVIOUS")
+                .await
+                .unwrap();
+            let mut moving =
+                w.sm.update_secret_version_stage()
+                    .secret_id(secret)
+                    .version_stage("AWSPREVIOUS")
+                    .move_to_version_id(&original_version);
+            if let Some(h) = holder.filter(|h| *h != original_version) {
+                moving = moving.remove_from_version_id(h);
+            }
+            moving.send().await.unwrap();
+            let stages = w.stages(secret).await;
+            let with = |label: &str| {
+                stages
+                    .iter()
+                    .filter(|(_, s)| s.iter().any(|x| x == label))
+                    .map(|(v, _)| v.clone())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(with("AWSCURRENT"), vec![backdated.clone()], "{stages:?}");
+            assert_eq!(
+                with("AWSPREVIOUS"),
+                vec![original_version.clone()],
+                "{stages:?}"
+            );
+        }
+        use_token(&w.emu.url(), &busy_original.value).await;
+        let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+        let mut debug = String::new();
+        for s in [&quiet, &busy] {
+            debug.push_str(&format!(
+                "{s}: {:?} current={:?} previous={:?}\n",
+                w.stages(s).await,
+                w.doc(s, "AWSCURRENT").await.map(|d| d["rotatedAt"].clone()),
+                w.token_id_at(s, "AWSPREVIOUS").await
+            ));
+        }
+        assert_eq!(
+            lagging_ids(&out),
+            vec![busy_original.id.clone()],
+            "{policy}: {out}\n{debug}"
+        );
+        assert!(w.token(&busy_original.id).enabled, "{policy}: used: kept");
+        if policy == "when-unused" {
+            assert_eq!(ids(&out, "disabled"), vec![quiet_original.id.clone()], "{out}");
+            assert!(!w.token(&quiet_original.id).enabled);
+        } else {
+            assert!(ids(&out, "disabled").is_empty(), "{out}");
+            assert!(w.token(&quiet_original.id).enabled);
+        }
+        // The current tokens are untouched.
+        for s in [&quiet, &busy] {
+            let current = w.token_id_at(s, sm::AWSCURRENT).await.unwrap();
+            assert!(w.token(&current).enabled);
+        }
+        w.assert_no_leaks();
+    }
+}
