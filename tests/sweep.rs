@@ -458,14 +458,22 @@ async fn when_unused_revokes_a_quiet_previous_vault_token_and_reports_a_used_one
         .invoke(json!({"action": "sweep", "dryRun": true}))
         .await
         .unwrap();
-    assert_eq!(ids(&dry, "disabled"), vec![quiet_original.id.clone()], "{dry}");
+    assert_eq!(
+        ids(&dry, "disabled"),
+        vec![quiet_original.id.clone()],
+        "{dry}"
+    );
     assert!(
         w.token(&quiet_original.id).enabled,
         "a dry run changes nothing"
     );
 
     let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
-    assert_eq!(ids(&out, "disabled"), vec![quiet_original.id.clone()], "{out}");
+    assert_eq!(
+        ids(&out, "disabled"),
+        vec![quiet_original.id.clone()],
+        "{out}"
+    );
     assert!(
         !w.token(&quiet_original.id).enabled,
         "quiet for 48 h since promotion: revoked"
@@ -587,7 +595,11 @@ async fn when_unused_revokes_a_quiet_awsprevious_and_next_rotation_only_reports(
         );
         assert!(w.token(&busy_original.id).enabled, "{policy}: used: kept");
         if policy == "when-unused" {
-            assert_eq!(ids(&out, "disabled"), vec![quiet_original.id.clone()], "{out}");
+            assert_eq!(
+                ids(&out, "disabled"),
+                vec![quiet_original.id.clone()],
+                "{out}"
+            );
             assert!(!w.token(&quiet_original.id).enabled);
         } else {
             assert!(ids(&out, "disabled").is_empty(), "{out}");
