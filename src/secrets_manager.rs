@@ -453,7 +453,12 @@ async fn create(
         .await
         .map_err(rot)?;
     let marker = Marker::secrets_manager(&described.arn, version);
-    let store = PendingVersion { ctx, req, current };
+    let store = PendingVersion {
+        ctx,
+        req,
+        current,
+        deadline,
+    };
     let replaced = rotation::replace(
         ctx.dynatrace,
         ctx.config,
@@ -535,6 +540,7 @@ struct PendingVersion<'a> {
     ctx: &'a SmContext<'a>,
     req: &'a StepRequest,
     current: &'a SecretDocument,
+    deadline: Deadline,
 }
 
 impl rotation::Store for PendingVersion<'_> {
@@ -563,8 +569,20 @@ impl rotation::Store for PendingVersion<'_> {
                     .as_ref()
                     .map(|t| t.expose().to_owned()),
             )
-            .send()
-            .await;
+            .send();
+        // The SDK's own attempts (and their timeouts) may outlast the invocation: past the
+        // deadline less its reserve the put is abandoned as unclear, and settled like one.
+        let put = match self.deadline.remaining() {
+            Some(left) => match tokio::time::timeout(left, put).await {
+                Ok(answer) => answer,
+                Err(_) => {
+                    return Attempt::Unclear(
+                        "PutSecretValue did not answer before the invocation's deadline".into(),
+                    );
+                }
+            },
+            None => put.await,
+        };
         match put {
             Ok(_) => Attempt::Definitive(Ok(())),
             Err(e) if unclear(&e) => {
