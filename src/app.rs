@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::dynatrace::Dynatrace;
 use crate::event::{self, EventError, Invocation, VaultAction};
-use crate::secrets_manager::{self, SmContext, SmError};
+use crate::secrets_manager::{self, SecretsManagerContext, SecretsManagerError};
 use crate::sweep::{Cleanup, SweepError};
 use crate::vault::rotate::{self as vault_rotate, RunError, VaultBackend};
 
@@ -161,8 +161,8 @@ impl From<EventError> for HandlerError {
     }
 }
 
-impl From<SmError> for HandlerError {
-    fn from(e: SmError) -> Self {
+impl From<SecretsManagerError> for HandlerError {
+    fn from(e: SecretsManagerError) -> Self {
         Self::new(e.code(), e)
     }
 }
@@ -225,7 +225,7 @@ async fn dispatch(
     match invocation {
         Invocation::Rotation(req) => {
             tracing::info!(secret = %req.secret_id, version = %req.client_request_token, step = ?req.step, "Secrets Manager rotation step");
-            let ctx = SmContext {
+            let ctx = SecretsManagerContext {
                 config: &deps.config,
                 secrets_manager: &deps.secrets_manager,
                 dynatrace: &deps.dynatrace,

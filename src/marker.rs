@@ -64,7 +64,7 @@ fn scoped_key(deployment: &str, secret: &str) -> String {
 }
 
 /// The deployment a Secrets Manager secret belongs to: `arn:<partition>:secretsmanager:<region>:<account>`.
-fn sm_deployment(secret_arn: &str) -> String {
+fn secrets_manager_deployment(secret_arn: &str) -> String {
     let parts: Vec<&str> = secret_arn.splitn(6, ':').collect();
     if parts.len() == 6 && parts[0] == "arn" {
         format!("sm:{}", parts[..5].join(":"))
@@ -119,7 +119,7 @@ impl Marker {
     /// Marker of the Secrets Manager rotation `version_id` of the secret `secret_arn`.
     pub fn secrets_manager(secret_arn: &str, version_id: &str) -> Self {
         Self {
-            secret: secret_key_sm(secret_arn),
+            secret: secret_key_secrets_manager(secret_arn),
             rotation: short_hash(&format!("sm-version:{version_id}"), 12),
         }
     }
@@ -156,24 +156,27 @@ impl Marker {
 }
 
 /// The secret key of a Secrets Manager secret (by ARN; account and Region included).
-pub fn secret_key_sm(secret_arn: &str) -> String {
-    scoped_key(&sm_deployment(secret_arn), &format!("sm:{secret_arn}"))
+pub fn secret_key_secrets_manager(secret_arn: &str) -> String {
+    scoped_key(
+        &secrets_manager_deployment(secret_arn),
+        &format!("sm:{secret_arn}"),
+    )
 }
 
 /// The keys under which tokens of the Secrets Manager secret `secret_arn` may have been
 /// minted: the current format and the legacy one (a hash of the ARN alone, which names one
 /// secret of one account and Region, so it is still attributable).
-pub fn secret_keys_sm(secret_arn: &str) -> [String; 2] {
+pub fn secret_keys_secrets_manager(secret_arn: &str) -> [String; 2] {
     [
-        secret_key_sm(secret_arn),
+        secret_key_secrets_manager(secret_arn),
         short_hash(&format!("sm:{secret_arn}"), SECRET_LEN),
     ]
 }
 
 /// The deployment part of the keys of the Secrets Manager secrets of `secret_arn`'s account
 /// and Region.
-pub fn deployment_key_sm(secret_arn: &str) -> String {
-    short_hash(&sm_deployment(secret_arn), DEPLOYMENT_LEN)
+pub fn deployment_key_secrets_manager(secret_arn: &str) -> String {
+    short_hash(&secrets_manager_deployment(secret_arn), DEPLOYMENT_LEN)
 }
 
 /// The deployment part of `key`, `None` for a legacy key.
@@ -300,15 +303,24 @@ mod tests {
         // Secrets Manager: the same secret name in two accounts or Regions differs
         let other_account = ARN.replace("111122223333", "444455556666");
         let other_region = ARN.replace("eu-west-1", "us-east-1");
-        assert_ne!(secret_key_sm(ARN), secret_key_sm(&other_account));
-        assert_ne!(secret_key_sm(ARN), secret_key_sm(&other_region));
-        assert_ne!(deployment_key_sm(ARN), deployment_key_sm(&other_account));
-        assert_eq!(
-            deployment_of(&secret_key_sm(ARN)),
-            Some(deployment_key_sm(ARN).as_str())
+        assert_ne!(
+            secret_key_secrets_manager(ARN),
+            secret_key_secrets_manager(&other_account)
         );
-        let [current, legacy] = secret_keys_sm(ARN);
-        assert_eq!(current, secret_key_sm(ARN));
+        assert_ne!(
+            secret_key_secrets_manager(ARN),
+            secret_key_secrets_manager(&other_region)
+        );
+        assert_ne!(
+            deployment_key_secrets_manager(ARN),
+            deployment_key_secrets_manager(&other_account)
+        );
+        assert_eq!(
+            deployment_of(&secret_key_secrets_manager(ARN)),
+            Some(deployment_key_secrets_manager(ARN).as_str())
+        );
+        let [current, legacy] = secret_keys_secrets_manager(ARN);
+        assert_eq!(current, secret_key_secrets_manager(ARN));
         assert_eq!(legacy.len(), 10);
         assert_eq!(deployment_of(&legacy), None);
     }

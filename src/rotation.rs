@@ -503,7 +503,7 @@ pub async fn revoke(
 }
 
 /// Every token in `mgr`'s environment whose marker names one of `secret_keys` (the secret's
-/// keys, see [`Marker::secret_key`] and [`marker::secret_keys_sm`]).
+/// keys, see [`Marker::secret_key`] and [`marker::secret_keys_secrets_manager`]).
 pub async fn minted_for_secret(
     dt_client: &Dynatrace,
     mgr: &Manager,

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use aws_sdk_secretsmanager::Client as SmClient;
+use aws_sdk_secretsmanager::Client as SecretsManagerClient;
 use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -46,7 +46,7 @@ pub struct StepReport {
 
 /// What went wrong in a step. `error_type()` names it for the Lambda error response.
 #[derive(Debug, thiserror::Error)]
-pub enum SmError {
+pub enum SecretsManagerError {
     /// Rotation is not enabled on the secret.
     #[error(
         "rotation is not enabled on secret {0}; enable rotation with this function before invoking it"
@@ -145,33 +145,36 @@ pub enum SmError {
     },
 }
 
-impl SmError {
+impl SecretsManagerError {
     /// The `errorType` this failure is reported with.
     pub fn code(&self) -> &'static str {
         match self {
-            SmError::RotationNotEnabled(_) => "RotationNotEnabled",
-            SmError::VersionNotFound { .. } => "VersionNotFound",
-            SmError::VersionNotPending { .. } => "VersionNotPending",
-            SmError::NoCurrentValue(_) => "NoCurrentValue",
-            SmError::PendingMissing { .. } => "PendingValueMissing",
-            SmError::PendingTokenVanished { .. } => "PendingTokenVanished",
-            SmError::ManagerUnusable { .. } => "ManagerUnusable",
-            SmError::SecretNotFound(_) => "SecretNotFound",
-            SmError::Aws { .. } => "SecretsManagerError",
-            SmError::StoreOutcomeUnknown { .. } => "StoreOutcomeUnknown",
-            SmError::Rotation { source, .. } => source.code(),
+            SecretsManagerError::RotationNotEnabled(_) => "RotationNotEnabled",
+            SecretsManagerError::VersionNotFound { .. } => "VersionNotFound",
+            SecretsManagerError::VersionNotPending { .. } => "VersionNotPending",
+            SecretsManagerError::NoCurrentValue(_) => "NoCurrentValue",
+            SecretsManagerError::PendingMissing { .. } => "PendingValueMissing",
+            SecretsManagerError::PendingTokenVanished { .. } => "PendingTokenVanished",
+            SecretsManagerError::ManagerUnusable { .. } => "ManagerUnusable",
+            SecretsManagerError::SecretNotFound(_) => "SecretNotFound",
+            SecretsManagerError::Aws { .. } => "SecretsManagerError",
+            SecretsManagerError::StoreOutcomeUnknown { .. } => "StoreOutcomeUnknown",
+            SecretsManagerError::Rotation { source, .. } => source.code(),
         }
     }
 }
 
-fn aws_err<E: ProvideErrorMetadata>(op: &'static str, secret: &str) -> impl FnOnce(E) -> SmError {
+fn aws_err<E: ProvideErrorMetadata>(
+    op: &'static str,
+    secret: &str,
+) -> impl FnOnce(E) -> SecretsManagerError {
     let secret = secret.to_owned();
     move |e| {
         let code = e.code().unwrap_or("Unknown").to_owned();
         if code == "ResourceNotFoundException" && op == "DescribeSecret" {
-            return SmError::SecretNotFound(secret);
+            return SecretsManagerError::SecretNotFound(secret);
         }
-        SmError::Aws {
+        SecretsManagerError::Aws {
             op,
             secret,
             code,
@@ -181,22 +184,22 @@ fn aws_err<E: ProvideErrorMetadata>(op: &'static str, secret: &str) -> impl FnOn
 }
 
 /// What a step needs: the configuration and the shared clients.
-pub struct SmContext<'a> {
+pub struct SecretsManagerContext<'a> {
     /// The configuration.
     pub config: &'a Config,
     /// Secrets Manager client.
-    pub secrets_manager: &'a SmClient,
+    pub secrets_manager: &'a SecretsManagerClient,
     /// Dynatrace client.
     pub dynatrace: &'a Dynatrace,
 }
 
 /// Reads a secret string; `None` when that version/stage has no value.
 async fn get_value(
-    sm: &SmClient,
+    sm: &SecretsManagerClient,
     secret: &str,
     version: Option<&str>,
     stage: Option<&str>,
-) -> Result<Option<secrecy::SecretString>, SmError> {
+) -> Result<Option<secrecy::SecretString>, SecretsManagerError> {
     let resp = sm
         .get_secret_value()
         .secret_id(secret)
@@ -212,16 +215,16 @@ async fn get_value(
 }
 
 async fn get_document(
-    sm: &SmClient,
+    sm: &SecretsManagerClient,
     secret: &str,
     version: Option<&str>,
     stage: Option<&str>,
-) -> Result<Option<SecretDocument>, SmError> {
+) -> Result<Option<SecretDocument>, SecretsManagerError> {
     match get_value(sm, secret, version, stage).await? {
         None => Ok(None),
         Some(text) => SecretDocument::parse(text.expose_secret())
             .map(Some)
-            .map_err(|e| SmError::Rotation {
+            .map_err(|e| SecretsManagerError::Rotation {
                 secret: secret.to_owned(),
                 source: e.into(),
             }),
@@ -230,7 +233,7 @@ async fn get_document(
 
 /// Reads every manager document of `DT_MANAGER_SECRET_IDS`, one by one: a manager that
 /// cannot be read or used is recorded with why, and fails only the secrets that need it.
-pub async fn load_managers(ctx: &SmContext<'_>) -> ManagerSet {
+pub async fn load_managers(ctx: &SecretsManagerContext<'_>) -> ManagerSet {
     let mut set = ManagerSet::default();
     for id in &ctx.config.manager_secret_ids {
         let loaded: Result<Manager, String> = async {
@@ -275,10 +278,10 @@ impl Described {
 
 /// Runs one step, with the entry checks of docs/design.md §4 first.
 pub async fn run_step(
-    ctx: &SmContext<'_>,
+    ctx: &SecretsManagerContext<'_>,
     req: &StepRequest,
     deadline: Deadline,
-) -> Result<StepReport, SmError> {
+) -> Result<StepReport, SecretsManagerError> {
     let secret = req.secret_id.as_str();
     let version = req.client_request_token.as_str();
     let desc = ctx
@@ -289,14 +292,14 @@ pub async fn run_step(
         .await
         .map_err(aws_err("DescribeSecret", secret))?;
     if desc.rotation_enabled != Some(true) {
-        return Err(SmError::RotationNotEnabled(secret.to_owned()));
+        return Err(SecretsManagerError::RotationNotEnabled(secret.to_owned()));
     }
     let described = Described {
         arn: desc.arn.clone().unwrap_or_else(|| secret.to_owned()),
         stages: desc.version_ids_to_stages.clone().unwrap_or_default(),
     };
     if !described.stages.contains_key(version) {
-        return Err(SmError::VersionNotFound {
+        return Err(SecretsManagerError::VersionNotFound {
             secret: secret.to_owned(),
             version: version.to_owned(),
         });
@@ -322,23 +325,23 @@ pub async fn run_step(
         return Ok(report);
     }
     if !described.has(version, PENDING) {
-        return Err(SmError::VersionNotPending {
+        return Err(SecretsManagerError::VersionNotPending {
             secret: secret.to_owned(),
             version: version.to_owned(),
         });
     }
     let managers = load_managers(ctx).await;
-    let rot = |source: RotationError| SmError::Rotation {
+    let rot = |source: RotationError| SecretsManagerError::Rotation {
         secret: secret.to_owned(),
         source,
     };
-    let missing = || SmError::PendingMissing {
+    let missing = || SecretsManagerError::PendingMissing {
         secret: secret.to_owned(),
         version: version.to_owned(),
     };
     let current = get_document(ctx.secrets_manager, secret, None, Some(CURRENT))
         .await?
-        .ok_or_else(|| SmError::NoCurrentValue(secret.to_owned()))?;
+        .ok_or_else(|| SecretsManagerError::NoCurrentValue(secret.to_owned()))?;
     // A pending value equal to the current one is a placeholder (moto, or the
     // RotateImmediately=false check), not a token this function minted.
     let pending = get_document(ctx.secrets_manager, secret, Some(version), Some(PENDING))
@@ -436,16 +439,16 @@ fn unclear<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(
 /// repeated with the same `ClientRequestToken` and value until Secrets Manager answers
 /// definitively. Returns the id of the token stored as pending.
 async fn create(
-    ctx: &SmContext<'_>,
+    ctx: &SecretsManagerContext<'_>,
     req: &StepRequest,
     described: &Described,
     mgr: &Manager,
     current: &SecretDocument,
     deadline: Deadline,
-) -> Result<String, SmError> {
+) -> Result<String, SecretsManagerError> {
     let secret = req.secret_id.as_str();
     let version = req.client_request_token.as_str();
-    let rot = |source: RotationError| SmError::Rotation {
+    let rot = |source: RotationError| SecretsManagerError::Rotation {
         secret: secret.to_owned(),
         source,
     };
@@ -478,11 +481,11 @@ async fn create(
         }
         Replaced::Theirs(other) => Ok(other.unwrap_or_else(|| "<unknown>".into())),
         Replaced::NotStored(Some(e)) => Err(e),
-        Replaced::NotStored(None) => Err(SmError::PendingMissing {
+        Replaced::NotStored(None) => Err(SecretsManagerError::PendingMissing {
             secret: secret.to_owned(),
             version: version.to_owned(),
         }),
-        Replaced::Unknown { token_id, detail } => Err(SmError::StoreOutcomeUnknown {
+        Replaced::Unknown { token_id, detail } => Err(SecretsManagerError::StoreOutcomeUnknown {
             secret: secret.to_owned(),
             version: version.to_owned(),
             token_id,
@@ -500,13 +503,13 @@ pub const VAULT_CREDENTIAL_KEYS: [&str; 3] = ["VAULT_TOKEN", "VAULT_ROLE_ID", "V
 /// whoever may call `lambda:GetFunctionConfiguration`. Values are held redacted; errors name the
 /// secret and the keys, never a value.
 pub async fn vault_credentials(
-    client: &SmClient,
+    client: &SecretsManagerClient,
     secret_id: &str,
-) -> Result<HashMap<String, secrecy::SecretString>, SmError> {
+) -> Result<HashMap<String, secrecy::SecretString>, SecretsManagerError> {
     let text = get_value(client, secret_id, None, Some(CURRENT))
         .await?
-        .ok_or_else(|| SmError::NoCurrentValue(secret_id.to_owned()))?;
-    let bad = |why: String| SmError::Aws {
+        .ok_or_else(|| SecretsManagerError::NoCurrentValue(secret_id.to_owned()))?;
+    let bad = |why: String| SecretsManagerError::Aws {
         op: "GetSecretValue",
         secret: secret_id.to_owned(),
         code: "InvalidVaultCredentials".into(),
@@ -537,14 +540,14 @@ pub async fn vault_credentials(
 /// the rotation's version (`ClientRequestToken`), so a repeated put with the same value is
 /// accepted and a different value is refused: the write lands at most once.
 struct PendingVersion<'a> {
-    ctx: &'a SmContext<'a>,
+    ctx: &'a SecretsManagerContext<'a>,
     req: &'a StepRequest,
     current: &'a SecretDocument,
     deadline: Deadline,
 }
 
 impl rotation::Store for PendingVersion<'_> {
-    type Refusal = SmError;
+    type Refusal = SecretsManagerError;
 
     const READ_BACK_AFTER_LANDING: bool = true;
 
@@ -552,7 +555,7 @@ impl rotation::Store for PendingVersion<'_> {
         "PutSecretValue"
     }
 
-    async fn write(&self, doc: &SecretDocument) -> Attempt<Result<(), SmError>> {
+    async fn write(&self, doc: &SecretDocument) -> Attempt<Result<(), SecretsManagerError>> {
         let secret = self.req.secret_id.as_str();
         let body = doc.render();
         let put = self
@@ -614,15 +617,15 @@ impl rotation::Store for PendingVersion<'_> {
 /// exists, is enabled and holds the intended scopes; repair what can be repaired. The token
 /// repaired is the one the pending value looks up to, never one a field names.
 async fn set(
-    ctx: &SmContext<'_>,
+    ctx: &SecretsManagerContext<'_>,
     req: &StepRequest,
     mgr: &Manager,
     current: &SecretDocument,
     pending: &SecretDocument,
     deadline: Deadline,
-) -> Result<String, SmError> {
+) -> Result<String, SecretsManagerError> {
     let secret = req.secret_id.as_str();
-    let rot = |source: RotationError| SmError::Rotation {
+    let rot = |source: RotationError| SecretsManagerError::Rotation {
         secret: secret.to_owned(),
         source,
     };
@@ -631,7 +634,7 @@ async fn set(
         .lookup(&mgr.env, &mgr.token, &pending.token, deadline)
         .await
         .map_err(|e| rot(dynatrace_error("looking up the pending token by its value")(e)))?
-        .ok_or_else(|| SmError::PendingTokenVanished {
+        .ok_or_else(|| SecretsManagerError::PendingTokenVanished {
             secret: secret.to_owned(),
             version: req.client_request_token.clone(),
             token_id: pending
@@ -665,11 +668,11 @@ async fn set(
 /// AWSPREVIOUS fails the step (Secrets Manager retries it): skipping it would keep the old
 /// token alive for ever, and it carries no marker the sweep could find it by.
 async fn previous_candidate(
-    ctx: &SmContext<'_>,
+    ctx: &SecretsManagerContext<'_>,
     secret: &str,
     mgr: &Manager,
     deadline: Deadline,
-) -> Result<Option<Candidate>, SmError> {
+) -> Result<Option<Candidate>, SecretsManagerError> {
     let Some(prev) = get_document(ctx.secrets_manager, secret, None, Some(PREVIOUS)).await? else {
         return Ok(None);
     };
@@ -680,15 +683,15 @@ async fn previous_candidate(
 
 /// `doc`'s token as a candidate: by value when Dynatrace knows the value, else unproven.
 async fn proven_candidate(
-    ctx: &SmContext<'_>,
+    ctx: &SecretsManagerContext<'_>,
     secret: &str,
     mgr: &Manager,
     doc: &SecretDocument,
     deadline: Deadline,
-) -> Result<Candidate, SmError> {
+) -> Result<Candidate, SecretsManagerError> {
     match rotation::proven_id(ctx.dynatrace, mgr, &doc.token, deadline)
         .await
-        .map_err(|source| SmError::Rotation {
+        .map_err(|source| SecretsManagerError::Rotation {
             secret: secret.to_owned(),
             source,
         })? {
@@ -704,24 +707,24 @@ async fn proven_candidate(
 /// `finishSecret` before the label move: revoke per policy, clean up, then move
 /// AWSCURRENT to the new version and remove AWSPENDING.
 async fn finish(
-    ctx: &SmContext<'_>,
+    ctx: &SecretsManagerContext<'_>,
     req: &StepRequest,
     described: &Described,
     mgr: &Manager,
     current: &SecretDocument,
     pending: &SecretDocument,
     deadline: Deadline,
-) -> Result<(String, Vec<String>), SmError> {
+) -> Result<(String, Vec<String>), SecretsManagerError> {
     let secret = req.secret_id.as_str();
     let version = req.client_request_token.as_str();
-    let rot = |source: RotationError| SmError::Rotation {
+    let rot = |source: RotationError| SecretsManagerError::Rotation {
         secret: secret.to_owned(),
         source,
     };
     let new_id = rotation::token_id_of(ctx.dynatrace, mgr, pending, deadline)
         .await
         .map_err(rot)?
-        .ok_or_else(|| SmError::PendingTokenVanished {
+        .ok_or_else(|| SecretsManagerError::PendingTokenVanished {
             secret: secret.to_owned(),
             version: version.to_owned(),
             token_id: "<unknown>".into(),
@@ -782,7 +785,7 @@ async fn finish(
 /// naming the secret and the id). A failure fails the step: the policy's revocation happens
 /// before the label move, and a re-run redoes it.
 async fn revoke_proven(
-    ctx: &SmContext<'_>,
+    ctx: &SecretsManagerContext<'_>,
     mgr: &Manager,
     described: &Described,
     candidates: &[Candidate],
@@ -797,7 +800,7 @@ async fn revoke_proven(
     for id in &targets.unproven {
         tracing::warn!(secret = %described.arn, token_id = %id, "not revoking the old token: no stored value of this secret looks up to it and it carries no marker of this secret (edited or forged value?)");
     }
-    let owner = marker::secret_key_sm(&described.arn);
+    let owner = marker::secret_key_secrets_manager(&described.arn);
     let mut revoked = Vec::new();
     for id in targets.revoke {
         rotation::revoke(
@@ -821,7 +824,7 @@ async fn revoke_proven(
 /// unrelated token) is a warning, retried by the next finish or the sweep; it never keeps
 /// AWSCURRENT from moving.
 async fn clean_orphans(
-    ctx: &SmContext<'_>,
+    ctx: &SecretsManagerContext<'_>,
     mgr: &Manager,
     described: &Described,
     version: &str,
@@ -830,7 +833,7 @@ async fn clean_orphans(
     deadline: Deadline,
 ) -> Vec<String> {
     let today = crate::policy::today();
-    let keys = marker::secret_keys_sm(&described.arn);
+    let keys = marker::secret_keys_secrets_manager(&described.arn);
     let key_refs = [keys[0].as_str(), keys[1].as_str()];
     let this_rotation = Marker::secrets_manager(&described.arn, version).tag();
     let pending_elsewhere: Vec<&str> = described
@@ -886,23 +889,23 @@ async fn clean_orphans(
 /// A re-run `finishSecret` after the label move: remove a leftover AWSPENDING and redo the
 /// idempotent revocation from what the labels now reference.
 async fn finish_after_move(
-    ctx: &SmContext<'_>,
+    ctx: &SecretsManagerContext<'_>,
     req: &StepRequest,
     described: &Described,
     deadline: Deadline,
-) -> Result<Vec<String>, SmError> {
+) -> Result<Vec<String>, SecretsManagerError> {
     let secret = req.secret_id.as_str();
     let version = req.client_request_token.as_str();
     if described.has(version, PENDING) {
         remove_pending(ctx, secret, version).await?;
     }
-    let rot = |source: RotationError| SmError::Rotation {
+    let rot = |source: RotationError| SecretsManagerError::Rotation {
         secret: secret.to_owned(),
         source,
     };
     let current = get_document(ctx.secrets_manager, secret, None, Some(CURRENT))
         .await?
-        .ok_or_else(|| SmError::NoCurrentValue(secret.to_owned()))?;
+        .ok_or_else(|| SecretsManagerError::NoCurrentValue(secret.to_owned()))?;
     let managers = load_managers(ctx).await;
     let mgr = managers
         .select(current.environment_url.as_deref())
@@ -939,7 +942,11 @@ async fn finish_after_move(
     Ok(revoked)
 }
 
-async fn remove_pending(ctx: &SmContext<'_>, secret: &str, version: &str) -> Result<(), SmError> {
+async fn remove_pending(
+    ctx: &SecretsManagerContext<'_>,
+    secret: &str,
+    version: &str,
+) -> Result<(), SecretsManagerError> {
     ctx.secrets_manager
         .update_secret_version_stage()
         .secret_id(secret)

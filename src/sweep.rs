@@ -78,7 +78,7 @@ use crate::marker;
 use crate::policy::{OldTokenAction, RevokeOld};
 use crate::rotation::{self, Manager, Revoked};
 use crate::secret::redact_text;
-use crate::secrets_manager::{self, SmContext};
+use crate::secrets_manager::{self, SecretsManagerContext};
 use crate::vault::rotate::{RunError, read_manager, resolve_paths};
 use crate::vault::{KvClient, KvRead};
 
@@ -229,7 +229,7 @@ pub(crate) async fn load_managers(cleanup: &Cleanup<'_>, deadline: Deadline) -> 
     let mut incomplete = false;
     let mut vault = None;
     if !cleanup.config.manager_secret_ids.is_empty() {
-        let ctx = SmContext {
+        let ctx = SecretsManagerContext {
             config: cleanup.config,
             secrets_manager: cleanup.secrets_manager,
             dynatrace: cleanup.dynatrace,
@@ -583,8 +583,10 @@ async fn collect_secrets_manager(
         .collect()
         .await;
     for (id, f) in found {
-        refs.known_keys.extend(marker::secret_keys_sm(&id));
-        refs.deployments.insert(marker::deployment_key_sm(&id));
+        refs.known_keys
+            .extend(marker::secret_keys_secrets_manager(&id));
+        refs.deployments
+            .insert(marker::deployment_key_secrets_manager(&id));
         refs.ids.extend(f.ids);
         refs.current.extend(f.current);
         refs.previous.extend(f.previous);
@@ -674,7 +676,7 @@ async fn read_sm_secret(
         && !previous.token.same_as(&current.token)
         && let Some(mgr) = manager_for(managers, previous)
     {
-        let key = marker::secret_key_sm(secret);
+        let key = marker::secret_key_secrets_manager(secret);
         found.previous = prove_previous(cleanup, mgr, secret, key, previous, at, deadline).await;
     }
     found

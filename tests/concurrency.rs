@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch};
-use rotator_sandbox::sm::STEPS;
+use rotator_sandbox::secrets_manager::STEPS;
 use serde_json::json;
 use support::{VaultWorld, World};
 

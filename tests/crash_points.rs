@@ -17,7 +17,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use dynatrace_token_rotator::app::{self, Deps};
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::Dynatrace;
-use rotator_sandbox::sm::STEPS;
+use rotator_sandbox::secrets_manager::STEPS;
 use serde_json::json;
 use support::{VaultWorld, World};
 

@@ -46,12 +46,12 @@ use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch, RequestRecord, SeedToken};
 use dynatrace_token_rotator::app::{self, Deps, HandlerError};
 use dynatrace_token_rotator::deadline::Deadline;
-use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::secrets_manager::{self, STEPS};
 use rotator_sandbox::{Bao, FaultProxy, Moto, ProxyCall, ProxyFault, ProxyRule};
 use serde_json::{Value, json};
 use support::{APP_SCOPES, ROTATION_TOKEN, VaultWorld, World};
 
-/// Name of the function as the sweep sees it (matches [`sm::LAMBDA_ARN`]).
+/// Name of the function as the sweep sees it (matches [`secrets_manager::LAMBDA_ARN`]).
 const FUNCTION: &str = "dynatrace-token-rotator";
 
 /// Deadline of the invocation that suffers a timeout.
@@ -351,7 +351,7 @@ fn describe(e: &HandlerError) -> String {
 /// A Secrets Manager client through `proxy`, with the SDK's standard retries (3 attempts)
 /// but short back-off.
 fn sm_client(proxy: &FaultProxy) -> aws_sdk_secretsmanager::Client {
-    let base = sm::client(&proxy.url());
+    let base = secrets_manager::client(&proxy.url());
     let conf = base
         .config()
         .to_builder()
@@ -380,8 +380,8 @@ async fn sm_world() -> (World, Proxies, String, String, String, String) {
     let mut w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
     let dynatrace = FaultProxy::start(&w.emu.url()).await;
     let store = FaultProxy::start(&Moto::shared().endpoint()).await;
-    sm::update_value(
-        &w.sm,
+    secrets_manager::update_value(
+        &w.secrets_manager,
         &w.manager_secret,
         &json!({"environmentUrl": dynatrace.url(), "token": w.manager.value}).to_string(),
     )
@@ -398,7 +398,7 @@ async fn sm_world() -> (World, Proxies, String, String, String, String) {
     // the measured rotation is the second, so finishSecret also revokes a token
     w.rotate(&secret).await;
     let current = w
-        .token_id_at(&secret, sm::AWSCURRENT)
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
         .await
         .expect("rotated");
     assert_ne!(current, token.id);
@@ -473,7 +473,7 @@ async fn run_sm_case(case: &Case) -> bool {
     let stages = w.stages(&secret).await;
     assert_eq!(
         stages[&version],
-        vec![sm::AWSCURRENT],
+        vec![secrets_manager::AWSCURRENT],
         "{label}: {stages:?}"
     );
     w.assert_invariants(&secret).await;
@@ -491,7 +491,7 @@ async fn run_sm_case(case: &Case) -> bool {
         !w.token(&two_generations_old).enabled,
         "{label}: the token two generations old must be revoked in the end"
     );
-    let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+    let doc = w.doc(&secret, secrets_manager::AWSCURRENT).await.unwrap();
     assert_eq!(doc["team"], "t", "{label}: data lost");
     assert!(
         sweep["disabled"].as_array().is_some_and(Vec::is_empty),
@@ -499,12 +499,13 @@ async fn run_sm_case(case: &Case) -> bool {
     );
     w.assert_no_leaks();
     // keep moto small: the sweep lists every secret of the function
-    let _ =
-        w.sm.delete_secret()
-            .secret_id(&secret)
-            .force_delete_without_recovery(true)
-            .send()
-            .await;
+    let _ = w
+        .secrets_manager
+        .delete_secret()
+        .secret_id(&secret)
+        .force_delete_without_recovery(true)
+        .send()
+        .await;
     step_failed
 }
 

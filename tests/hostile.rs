@@ -18,7 +18,7 @@ use dynatrace_token_rotator::environment::EnvironmentUrl;
 use dynatrace_token_rotator::event::MAX_EVENT_BYTES;
 use dynatrace_token_rotator::logging;
 use dynatrace_token_rotator::vault::rotate::VaultBackend;
-use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::secrets_manager::{self, STEPS};
 use rotator_sandbox::{LogCapture, Moto, Recorded, Reply, StubServer};
 use serde_json::{Value, json};
 use support::{ROTATION_TOKEN, VaultWorld, World, fast_retries};
@@ -60,7 +60,7 @@ async fn assert_untouched(w: &World, secret: &str, version: &str, current_before
         w.minted()
     );
     assert_eq!(
-        sm::value_of_version(&w.sm, secret, version)
+        secrets_manager::value_of_version(&w.secrets_manager, secret, version)
             .await
             .ok()
             .flatten(),
@@ -73,7 +73,7 @@ async fn assert_untouched(w: &World, secret: &str, version: &str, current_before
         ["AWSPENDING"]
     );
     assert_eq!(
-        sm::value_at(&w.sm, secret, sm::AWSCURRENT)
+        secrets_manager::value_at(&w.secrets_manager, secret, secrets_manager::AWSCURRENT)
             .await
             .unwrap()
             .as_deref(),
@@ -117,7 +117,7 @@ struct StubDtWorld {
     version: String,
     app_value: String,
     manager_value: String,
-    sm: aws_sdk_secretsmanager::Client,
+    secrets_manager: aws_sdk_secretsmanager::Client,
 }
 
 impl StubDtWorld {
@@ -130,7 +130,7 @@ impl StubDtWorld {
             "dynatrace/stub-manager-{}",
             rotator_sandbox::unique_suffix()
         );
-        sm::create_secret(
+        secrets_manager::create_secret(
             &sm,
             &manager,
             &json!({"environmentUrl": stub.url(), "token": manager_value}).to_string(),
@@ -138,14 +138,14 @@ impl StubDtWorld {
         .await
         .unwrap();
         let secret = format!("dynatrace/stub-app-{}", rotator_sandbox::unique_suffix());
-        sm::create_secret(
+        secrets_manager::create_secret(
             &sm,
             &secret,
             &json!({"environmentUrl": stub.url(), "token": app_value}).to_string(),
         )
         .await
         .unwrap();
-        let version = sm::begin_rotation(&sm, &secret, sm::LAMBDA_ARN)
+        let version = secrets_manager::begin_rotation(&sm, &secret, secrets_manager::LAMBDA_ARN)
             .await
             .unwrap();
         let config =
@@ -165,7 +165,7 @@ impl StubDtWorld {
             version,
             app_value,
             manager_value,
-            sm,
+            secrets_manager: sm,
         }
     }
 
@@ -181,7 +181,7 @@ impl StubDtWorld {
     /// Nothing written, nothing leaked (in logs or `extra`).
     async fn assert_clean(&self, extra: &str) {
         assert_eq!(
-            sm::value_of_version(&self.sm, &self.secret, &self.version)
+            secrets_manager::value_of_version(&self.secrets_manager, &self.secret, &self.version)
                 .await
                 .ok()
                 .flatten(),
@@ -224,10 +224,11 @@ fn vault_deps(addr: &str, vault_token: &str) -> Deps {
 async fn oversized_event_is_refused_before_anything() {
     let w = World::new(&[]).await;
     let (secret, original) = w.app_secret(json!({})).await;
-    let current = sm::value_at(&w.sm, &secret, sm::AWSCURRENT)
-        .await
-        .unwrap()
-        .unwrap();
+    let current =
+        secrets_manager::value_at(&w.secrets_manager, &secret, secrets_manager::AWSCURRENT)
+            .await
+            .unwrap()
+            .unwrap();
     let version = w.begin(&secret).await;
     // A valid step whose unknown padding field makes it larger than the limit: rotation
     // events tolerate unknown fields, so only the size check can stop it.
@@ -268,10 +269,11 @@ async fn deeply_nested_events_are_refused() {
     // What can reach the handler (under the limit) is refused field by field.
     let w = World::new(&[]).await;
     let (secret, _) = w.app_secret(json!({})).await;
-    let current = sm::value_at(&w.sm, &secret, sm::AWSCURRENT)
-        .await
-        .unwrap()
-        .unwrap();
+    let current =
+        secrets_manager::value_at(&w.secrets_manager, &secret, secrets_manager::AWSCURRENT)
+            .await
+            .unwrap()
+            .unwrap();
     let version = w.begin(&secret).await;
     let nested = "[".repeat(120) + &"]".repeat(120);
     let nested: Value = serde_json::from_str(&nested).unwrap();
@@ -330,10 +332,11 @@ async fn unknown_fields_tolerated_in_rotation_steps_refused_in_rotate_vault() {
 async fn rotation_token_that_is_not_a_string_and_oversized_ids() {
     let w = World::new(&[]).await;
     let (secret, _) = w.app_secret(json!({})).await;
-    let current = sm::value_at(&w.sm, &secret, sm::AWSCURRENT)
-        .await
-        .unwrap()
-        .unwrap();
+    let current =
+        secrets_manager::value_at(&w.secrets_manager, &secret, secrets_manager::AWSCURRENT)
+            .await
+            .unwrap()
+            .unwrap();
     let version = w.begin(&secret).await;
     for rt in [
         json!(12345),
@@ -416,7 +419,8 @@ async fn binary_and_control_character_documents() {
     let w = World::new(&[]).await;
     // SecretBinary (bytes that are not a string)
     let name = format!("dynatrace/bin-{}", rotator_sandbox::unique_suffix());
-    w.sm.create_secret()
+    w.secrets_manager
+        .create_secret()
         .name(&name)
         .secret_binary(aws_sdk_secretsmanager::primitives::Blob::new(vec![
             0xff, 0xfe, 0x00, 0x80, 0xc3,
@@ -460,7 +464,7 @@ async fn binary_and_control_character_documents() {
         assert!(!e.message.contains(t.as_str()));
         assert!(w.minted().is_empty(), "{doc:?}: minted");
         assert_eq!(
-            sm::value_of_version(&w.sm, &secret, &version)
+            secrets_manager::value_of_version(&w.secrets_manager, &secret, &version)
                 .await
                 .ok()
                 .flatten(),
@@ -646,7 +650,7 @@ async fn environment_url_written_differently_but_equal_is_accepted() {
         let url = form.replace("{port}", &port.to_string());
         let (secret, _) = w.app_secret(json!({"environmentUrl": url})).await;
         w.rotate(&secret).await;
-        let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+        let doc = w.doc(&secret, secrets_manager::AWSCURRENT).await.unwrap();
         assert_eq!(doc["environmentUrl"], url.as_str(), "kept as written");
         w.assert_invariants(&secret).await;
         w.assert_no_leaks();
@@ -658,8 +662,8 @@ async fn lookalike_hosts_of_the_manager_are_refused() {
     let mut w = World::new(&[]).await;
     // a second manager for a real-looking SaaS environment (never contacted)
     let other = format!("dynatrace/manager2-{}", rotator_sandbox::unique_suffix());
-    sm::create_secret(
-        &w.sm,
+    secrets_manager::create_secret(
+        &w.secrets_manager,
         &other,
         &json!({"environmentUrl": "https://abc12345.live.dynatrace.com", "token": fake_token('K')})
             .to_string(),
@@ -705,10 +709,11 @@ async fn redirect_to_another_host_carries_no_credentials() {
         ("POST", "/api/v2/apiTokens"),
     ] {
         let (secret, _) = w.app_secret(json!({})).await;
-        let current = sm::value_at(&w.sm, &secret, sm::AWSCURRENT)
-            .await
-            .unwrap()
-            .unwrap();
+        let current =
+            secrets_manager::value_at(&w.secrets_manager, &secret, secrets_manager::AWSCURRENT)
+                .await
+                .unwrap()
+                .unwrap();
         let version = w.begin(&secret).await;
         w.emu.clear_faults();
         w.emu.add_fault(FaultRule::new(

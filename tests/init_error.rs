@@ -186,7 +186,7 @@ async fn vault_credentials_come_from_a_secrets_manager_secret() {
         "rotator/vault-credentials-{}",
         rotator_sandbox::unique_suffix()
     );
-    rotator_sandbox::sm::create_secret(
+    rotator_sandbox::secrets_manager::create_secret(
         &moto.client(),
         &secret,
         &serde_json::json!({"VAULT_TOKEN": w.bao.root_token()}).to_string(),
@@ -231,7 +231,7 @@ async fn vault_credentials_come_from_a_secrets_manager_secret() {
         "rotator/vault-credentials-{}",
         rotator_sandbox::unique_suffix()
     );
-    rotator_sandbox::sm::create_secret(
+    rotator_sandbox::secrets_manager::create_secret(
         &moto.client(),
         &refused,
         r#"{"VAULT_TOKEN":"hvs.this-token-was-never-issued-000000"}"#,

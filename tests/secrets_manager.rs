@@ -5,7 +5,7 @@
 
 mod support;
 
-use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::secrets_manager::{self, STEPS};
 use serde_json::{Value, json};
 use support::{APP_SCOPES, World};
 
@@ -21,10 +21,11 @@ async fn full_rotation_replaces_the_token_and_keeps_the_old_one_for_overlap() {
     let (secret, original) = w
         .app_secret(json!({"team": "payments", "nested": {"keep": [1, 2]}}))
         .await;
-    let old_version = sm::version_with(&w.sm, &secret, sm::AWSCURRENT)
-        .await
-        .unwrap()
-        .unwrap();
+    let old_version =
+        secrets_manager::version_with(&w.secrets_manager, &secret, secrets_manager::AWSCURRENT)
+            .await
+            .unwrap()
+            .unwrap();
     let version = w.rotate(&secret).await;
 
     let stages = w.stages(&secret).await;
@@ -35,7 +36,7 @@ async fn full_rotation_replaces_the_token_and_keeps_the_old_one_for_overlap() {
     );
     assert_eq!(stages[&old_version], vec!["AWSPREVIOUS"]);
 
-    let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+    let doc = w.doc(&secret, secrets_manager::AWSCURRENT).await.unwrap();
     let new_id = doc["tokenId"].as_str().unwrap().to_owned();
     assert_ne!(new_id, original.id);
     assert_eq!(doc["previousTokenId"], original.id.as_str());
@@ -92,9 +93,15 @@ async fn two_rotations_disable_the_original_and_keep_the_first_successor() {
     let w = World::new(&[]).await;
     let (secret, original) = w.app_secret(json!({})).await;
     w.rotate(&secret).await;
-    let first = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    let first = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
     w.rotate(&secret).await;
-    let second = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    let second = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
     assert_ne!(first, second);
 
     let orig = w.token(&original.id);
@@ -110,7 +117,9 @@ async fn two_rotations_disable_the_original_and_keep_the_first_successor() {
     assert!(w.token(&first).enabled, "AWSPREVIOUS stays valid");
     assert!(w.token(&second).enabled);
     assert_eq!(
-        w.token_id_at(&secret, sm::AWSPREVIOUS).await.unwrap(),
+        w.token_id_at(&secret, secrets_manager::AWSPREVIOUS)
+            .await
+            .unwrap(),
         first
     );
     w.assert_invariants(&secret).await;
@@ -127,7 +136,10 @@ async fn revoke_immediately_with_delete_removes_the_old_token_at_finish() {
     let (secret, original) = w.app_secret(json!({})).await;
     w.rotate(&secret).await;
     assert!(w.emu.was_deleted(&original.id));
-    let current = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    let current = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
     assert!(w.token(&current).enabled);
     w.assert_no_leaks();
 }
@@ -153,7 +165,10 @@ async fn lifetime_policy_sets_the_expiry_and_events_are_posted() {
     .await;
     let (secret, _) = w.app_secret(json!({})).await;
     w.rotate(&secret).await;
-    let id = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    let id = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
     let exp = w.token(&id).expiration.expect("an expiry");
     let days = (exp.as_second() - jiff::Timestamp::now().as_second()) as f64 / 86400.0;
     assert!((9.9..=10.01).contains(&days), "{days}");
@@ -173,7 +188,7 @@ async fn bare_string_secret_is_rotated_as_a_bare_string() {
     ));
     let secret = w.secret_with(&token.value).await;
     w.rotate(&secret).await;
-    let value = sm::value_at(&w.sm, &secret, sm::AWSCURRENT)
+    let value = secrets_manager::value_at(&w.secrets_manager, &secret, secrets_manager::AWSCURRENT)
         .await
         .unwrap()
         .unwrap();
@@ -194,7 +209,10 @@ async fn no_longer_grantable_scopes_are_dropped() {
         .secret_with(&json!({"token": token.value}).to_string())
         .await;
     w.rotate(&secret).await;
-    let id = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    let id = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
     assert_eq!(w.token(&id).scopes, vec!["metrics.read".to_string()]);
     assert!(w.logs.text().contains("no longer grants"));
     w.assert_no_leaks();
@@ -330,7 +348,9 @@ async fn bad_input_is_refused_without_any_change() {
     // rotation disabled
     let (disabled, _) = w.app_secret(json!({})).await;
     let v = w.begin(&disabled).await;
-    sm::cancel_rotation(&w.sm, &disabled).await.unwrap();
+    secrets_manager::cancel_rotation(&w.secrets_manager, &disabled)
+        .await
+        .unwrap();
     check(
         &w,
         Some(&disabled),
@@ -341,10 +361,11 @@ async fn bad_input_is_refused_without_any_change() {
 
     // a version that is neither current nor pending: the previous one after a rotation
     let (rotated, _) = w.app_secret(json!({})).await;
-    let old = sm::version_with(&w.sm, &rotated, sm::AWSCURRENT)
-        .await
-        .unwrap()
-        .unwrap();
+    let old =
+        secrets_manager::version_with(&w.secrets_manager, &rotated, secrets_manager::AWSCURRENT)
+            .await
+            .unwrap()
+            .unwrap();
     w.rotate(&rotated).await;
     check(
         &w,
@@ -402,7 +423,7 @@ async fn bad_input_is_refused_without_any_change() {
     weak_world_cfg.manager_secret_ids = vec![weak_secret];
     let deps = dynatrace_token_rotator::app::Deps {
         config: weak_world_cfg,
-        secrets_manager: w.sm.clone(),
+        secrets_manager: w.secrets_manager.clone(),
         dynatrace: dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
             .unwrap(),
         vault: None,
@@ -458,11 +479,12 @@ impl aws_sdk_secretsmanager::config::Intercept for SeeRotationToken {
 async fn rotation_token_reaches_put_secret_value_and_only_when_given() {
     let mut w = World::new(&[]).await;
     let seen = std::sync::Arc::new(RotationTokens::default());
-    let conf =
-        w.sm.config()
-            .to_builder()
-            .interceptor(SeeRotationToken(seen.clone()))
-            .build();
+    let conf = w
+        .secrets_manager
+        .config()
+        .to_builder()
+        .interceptor(SeeRotationToken(seen.clone()))
+        .build();
     w.deps.secrets_manager = aws_sdk_secretsmanager::Client::from_conf(conf);
     let (secret, _) = w.app_secret(json!({})).await;
     let version = w.begin(&secret).await;
@@ -496,7 +518,7 @@ async fn environment_url_may_be_omitted_with_one_manager_but_not_with_several() 
         .secret_with(&json!({"token": token.value}).to_string())
         .await;
     w.rotate(&secret).await;
-    let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+    let doc = w.doc(&secret, secrets_manager::AWSCURRENT).await.unwrap();
     assert!(doc.get("environmentUrl").is_none(), "not added: {doc}");
     w.assert_invariants(&secret).await;
 
@@ -506,7 +528,7 @@ async fn environment_url_may_be_omitted_with_one_manager_but_not_with_several() 
     config.manager_secret_ids.push(other);
     let deps = dynatrace_token_rotator::app::Deps {
         config,
-        secrets_manager: w.sm.clone(),
+        secrets_manager: w.secrets_manager.clone(),
         dynatrace: dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
             .unwrap(),
         vault: None,
@@ -540,7 +562,7 @@ async fn a_legacy_token_is_rotated_through_its_lookup() {
         .secret_with(&json!({"environmentUrl": w.emu.url(), "token": legacy.value}).to_string())
         .await;
     w.rotate(&secret).await;
-    let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+    let doc = w.doc(&secret, secrets_manager::AWSCURRENT).await.unwrap();
     assert_eq!(
         doc["previousTokenId"],
         legacy.id.as_str(),
@@ -581,7 +603,10 @@ async fn without_a_lifetime_policy_the_old_lifetime_is_kept() {
         .secret_with(&json!({"token": token.value}).to_string())
         .await;
     w.rotate(&secret).await;
-    let id = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    let id = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
     let exp = w
         .token(&id)
         .expiration
@@ -595,7 +620,10 @@ async fn without_a_lifetime_policy_the_old_lifetime_is_kept() {
     // a token that never expired gets a successor that never expires
     let (forever, _) = w.app_secret(json!({})).await;
     w.rotate(&forever).await;
-    let id = w.token_id_at(&forever, sm::AWSCURRENT).await.unwrap();
+    let id = w
+        .token_id_at(&forever, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
     assert_eq!(w.token(&id).expiration, None);
 }
 
@@ -604,7 +632,10 @@ async fn delete_action_under_next_rotation_deletes_the_token_two_generations_old
     let w = World::new(&[("DT_OLD_TOKEN_ACTION", "delete")]).await;
     let (secret, original) = w.app_secret(json!({})).await;
     w.rotate(&secret).await;
-    let first = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
+    let first = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
     assert!(
         w.token(&original.id).enabled,
         "overlap: kept after one rotation"
@@ -612,7 +643,7 @@ async fn delete_action_under_next_rotation_deletes_the_token_two_generations_old
     w.rotate(&secret).await;
     assert!(w.emu.was_deleted(&original.id));
     assert!(w.token(&first).enabled);
-    let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+    let doc = w.doc(&secret, secrets_manager::AWSCURRENT).await.unwrap();
     assert_eq!(doc["previousTokenId"], first.as_str());
     w.assert_invariants(&secret).await;
 }

@@ -11,7 +11,7 @@ use dynatrace_token_rotator::marker::{self, Marker};
 use dynatrace_token_rotator::vault::rotate::VaultBackend;
 use jiff::civil::Date;
 use jiff::{SignedDuration, Span, Timestamp};
-use rotator_sandbox::sm;
+use rotator_sandbox::secrets_manager;
 use serde_json::{Value, json};
 use support::{APP_SCOPES, VaultWorld, World};
 
@@ -119,27 +119,37 @@ async fn secrets_manager_sweep_disables_orphans_deletes_expired_and_spares_the_r
     let (secret, original) = w.app_secret(json!({})).await;
     w.rotate(&secret).await;
     w.rotate(&secret).await;
-    let current = w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap();
-    let previous = w.token_id_at(&secret, sm::AWSPREVIOUS).await.unwrap();
+    let current = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
+    let previous = w
+        .token_id_at(&secret, secrets_manager::AWSPREVIOUS)
+        .await
+        .unwrap();
     // An interrupted rotation: a pending version holding a minted token.
     let pending_version = w.begin(&secret).await;
     w.step(&secret, &pending_version, "createSecret")
         .await
         .unwrap();
-    let pending = w.token_id_at(&secret, sm::AWSPENDING).await.unwrap();
+    let pending = w
+        .token_id_at(&secret, secrets_manager::AWSPENDING)
+        .await
+        .unwrap();
     assert!(
         !w.token(&original.id).enabled,
         "disabled by the second rotation"
     );
 
-    let arn =
-        w.sm.describe_secret()
-            .secret_id(&secret)
-            .send()
-            .await
-            .unwrap()
-            .arn
-            .unwrap();
+    let arn = w
+        .secrets_manager
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
     let s = seed(
         &w.emu,
         &Marker::secrets_manager(&arn, "an-abandoned-version"),
@@ -524,23 +534,26 @@ async fn when_unused_revokes_a_quiet_awsprevious_and_next_rotation_only_reports(
             w.rotate(secret).await;
             // Backdate the promotion: a new current version with the same token and an older
             // rotatedAt, then AWSPREVIOUS back on the original token's version.
-            let original_version = sm::version_with(&w.sm, secret, "AWSPREVIOUS")
-                .await
-                .unwrap()
-                .unwrap();
+            let original_version =
+                secrets_manager::version_with(&w.secrets_manager, secret, "AWSPREVIOUS")
+                    .await
+                    .unwrap()
+                    .unwrap();
             let mut doc = w.doc(secret, "AWSCURRENT").await.unwrap();
             doc["rotatedAt"] = json!(dynatrace_token_rotator::dynatrace::format_time(hours_ago(
                 48
             )));
-            let backdated = sm::update_value(&w.sm, secret, &doc.to_string())
-                .await
-                .unwrap();
+            let backdated =
+                secrets_manager::update_value(&w.secrets_manager, secret, &doc.to_string())
+                    .await
+                    .unwrap();
             // Put the labels where AWS would have them (moto's stage moves can leave
             // AWSCURRENT on two versions): AWSCURRENT on the backdated version only,
             // AWSPREVIOUS on the original token's version.
             for (version, stages) in w.stages(secret).await {
                 if version != backdated && stages.iter().any(|s| s == "AWSCURRENT") {
-                    w.sm.update_secret_version_stage()
+                    w.secrets_manager
+                        .update_secret_version_stage()
                         .secret_id(secret)
                         .version_stage("AWSCURRENT")
                         .remove_from_version_id(&version)
@@ -550,14 +563,15 @@ async fn when_unused_revokes_a_quiet_awsprevious_and_next_rotation_only_reports(
                         .unwrap();
                 }
             }
-            let holder = sm::version_with(&w.sm, secret, "AWSPREVIOUS")
+            let holder = secrets_manager::version_with(&w.secrets_manager, secret, "AWSPREVIOUS")
                 .await
                 .unwrap();
-            let mut moving =
-                w.sm.update_secret_version_stage()
-                    .secret_id(secret)
-                    .version_stage("AWSPREVIOUS")
-                    .move_to_version_id(&original_version);
+            let mut moving = w
+                .secrets_manager
+                .update_secret_version_stage()
+                .secret_id(secret)
+                .version_stage("AWSPREVIOUS")
+                .move_to_version_id(&original_version);
             if let Some(h) = holder.filter(|h| *h != original_version) {
                 moving = moving.remove_from_version_id(h);
             }
@@ -607,7 +621,7 @@ async fn when_unused_revokes_a_quiet_awsprevious_and_next_rotation_only_reports(
         }
         // The current tokens are untouched.
         for s in [&quiet, &busy] {
-            let current = w.token_id_at(s, sm::AWSCURRENT).await.unwrap();
+            let current = w.token_id_at(s, secrets_manager::AWSCURRENT).await.unwrap();
             assert!(w.token(&current).enabled);
         }
         w.assert_no_leaks();

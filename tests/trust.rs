@@ -9,12 +9,12 @@ mod support;
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch, SeedToken};
 use dynatrace_token_rotator::marker::{self, Marker, VaultScope};
 use jiff::{SignedDuration, Timestamp};
-use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::secrets_manager::{self, STEPS};
 use rotator_sandbox::{FaultProxy, ProxyFault, ProxyRule};
 use serde_json::json;
 use support::{APP_SCOPES, VaultWorld, World};
 
-/// Name of the function as the sweep sees it (matches [`sm::LAMBDA_ARN`]).
+/// Name of the function as the sweep sees it (matches [`secrets_manager::LAMBDA_ARN`]).
 const FUNCTION: &str = "dynatrace-token-rotator";
 
 /// A value of the victim's shape: its public part (an id is public) with a made-up secret.
@@ -39,11 +39,17 @@ async fn a_forged_secrets_manager_value_cannot_get_another_teams_token_revoked()
         };
         w.rotate(&secret).await;
         // Write the forgery, then put the real value back: the forgery is now AWSPREVIOUS.
-        let real = w.doc(&secret, sm::AWSCURRENT).await.unwrap().to_string();
-        sm::update_value(&w.sm, &secret, &forged.to_string())
+        let real = w
+            .doc(&secret, secrets_manager::AWSCURRENT)
+            .await
+            .unwrap()
+            .to_string();
+        secrets_manager::update_value(&w.secrets_manager, &secret, &forged.to_string())
             .await
             .unwrap();
-        sm::update_value(&w.sm, &secret, &real).await.unwrap();
+        secrets_manager::update_value(&w.secrets_manager, &secret, &real)
+            .await
+            .unwrap();
         w.rotate(&secret).await;
         assert!(
             w.token(&victim.id).enabled,
@@ -305,7 +311,10 @@ async fn a_failing_orphan_scan_does_not_keep_awscurrent_from_moving() {
     );
     w.step(&secret, &version, "finishSecret").await.unwrap();
     w.emu.clear_faults();
-    assert_eq!(w.stages(&secret).await[&version], vec![sm::AWSCURRENT]);
+    assert_eq!(
+        w.stages(&secret).await[&version],
+        vec![secrets_manager::AWSCURRENT]
+    );
     assert!(
         !w.token(&original.id).enabled,
         "the policy's revocation still happened"
@@ -349,9 +358,16 @@ async fn the_audit_reports_live_mints_of_deleted_secrets() {
     let (gone, _) = w.app_secret(json!({})).await;
     w.rotate(&kept).await;
     w.rotate(&gone).await;
-    let orphan = w.token_id_at(&gone, sm::AWSCURRENT).await.unwrap();
-    let live = w.token_id_at(&kept, sm::AWSCURRENT).await.unwrap();
-    w.sm.delete_secret()
+    let orphan = w
+        .token_id_at(&gone, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
+    let live = w
+        .token_id_at(&kept, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
+    w.secrets_manager
+        .delete_secret()
         .secret_id(&gone)
         .force_delete_without_recovery(true)
         .send()

@@ -26,7 +26,7 @@ mod logs;
 mod moto;
 mod process;
 mod proxy;
-pub mod sm;
+pub mod secrets_manager;
 pub mod stub;
 
 use std::fmt;

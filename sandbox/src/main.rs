@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use dynatrace_emulator::{Emulator, SeedToken, TokenState};
-use rotator_sandbox::sm::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, LAMBDA_ARN, STEPS};
+use rotator_sandbox::secrets_manager::{
+    self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, LAMBDA_ARN, STEPS,
+};
 use rotator_sandbox::{Bao, CargoLambda, Error, Moto, Result, token_document, workspace_root};
 use serde_json::Value;
 
@@ -99,9 +101,9 @@ async fn demo() -> Result<()> {
         .map_err(|e| Error::new(format!("moto start-up task failed: {e}")))??;
     let client = moto.client();
     let manager_doc = token_document(&dt_url, &manager.value, &[]);
-    sm::create_secret(&client, MANAGER_SECRET, &manager_doc).await?;
+    secrets_manager::create_secret(&client, MANAGER_SECRET, &manager_doc).await?;
     let app_doc = token_document(&dt_url, &app.value, &[("team", "payments")]);
-    sm::create_secret(&client, APP_SECRET, &app_doc).await?;
+    secrets_manager::create_secret(&client, APP_SECRET, &app_doc).await?;
     println!(
         "    {}: secrets {MANAGER_SECRET} and {APP_SECRET}",
         moto.endpoint()
@@ -178,10 +180,10 @@ async fn rotate(
     say(&format!(
         "rotation {round} of {APP_SECRET}: RotateSecret creates a version labelled AWSPENDING"
     ));
-    let previous = sm::version_with(client, APP_SECRET, AWSCURRENT)
+    let previous = secrets_manager::version_with(client, APP_SECRET, AWSCURRENT)
         .await?
         .ok_or_else(|| Error::new("the secret has no AWSCURRENT version"))?;
-    let version = sm::begin_rotation(client, APP_SECRET, LAMBDA_ARN).await?;
+    let version = secrets_manager::begin_rotation(client, APP_SECRET, LAMBDA_ARN).await?;
     println!("    pending version {version}");
     for step in STEPS {
         say(&format!("cargo lambda invoke: {step}"));
@@ -206,7 +208,7 @@ async fn rotate(
 
 /// The parsed document under `stage` (never printed whole: it holds the token value).
 async fn document_at(client: &aws_sdk_secretsmanager::Client, stage: &str) -> Result<Value> {
-    let text = sm::value_at(client, APP_SECRET, stage)
+    let text = secrets_manager::value_at(client, APP_SECRET, stage)
         .await?
         .ok_or_else(|| Error::new(format!("{APP_SECRET} has no {stage} value")))?;
     serde_json::from_str(&text).map_err(|_| {
@@ -289,7 +291,7 @@ async fn report(
     [gen0, gen1]: [&str; 2],
     [v0, v1, v2]: [&str; 3],
 ) -> Result<()> {
-    let stages = sm::stages(client, APP_SECRET).await?;
+    let stages = secrets_manager::stages(client, APP_SECRET).await?;
     let document = document_at(client, AWSCURRENT).await?;
     let previous_document = document_at(client, AWSPREVIOUS).await?;
     let gen2 = document["tokenId"].as_str().unwrap_or("").to_string();
@@ -569,7 +571,7 @@ async fn bench() -> Result<()> {
         .map_err(|e| Error::new(e.to_string()))??;
     let client = moto.client();
     let manager_doc = token_document(&emulator.url(), &manager.value, &[]);
-    sm::create_secret(&client, MANAGER_SECRET, &manager_doc).await?;
+    secrets_manager::create_secret(&client, MANAGER_SECRET, &manager_doc).await?;
     let bao = tokio::task::spawn_blocking(Bao::start)
         .await
         .map_err(|e| Error::new(e.to_string()))??;
@@ -590,7 +592,7 @@ async fn bench() -> Result<()> {
         .await?;
     }
     let app = emulator.seed_token(SeedToken::new(APP_TOKEN_NAME, &APP_SCOPES));
-    sm::create_secret(
+    secrets_manager::create_secret(
         &client,
         APP_SECRET,
         &token_document(&emulator.url(), &app.value, &[]),
@@ -639,7 +641,7 @@ async fn bench() -> Result<()> {
     );
 
     say("one Secrets Manager rotation (four invocations), 20 ms per Dynatrace request");
-    let version = sm::begin_rotation(&client, APP_SECRET, LAMBDA_ARN).await?;
+    let version = secrets_manager::begin_rotation(&client, APP_SECRET, LAMBDA_ARN).await?;
     let t = std::time::Instant::now();
     for step in STEPS {
         let payload = serde_json::json!({"Step": step, "SecretId": APP_SECRET, "ClientRequestToken": version}).to_string();
@@ -676,7 +678,7 @@ fn start_function(
     let mut envs: Vec<(String, String)> = vec![
         ("DT_MANAGER_SECRET_IDS".into(), MANAGER_SECRET.into()),
         ("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), moto.endpoint()),
-        ("AWS_REGION".into(), sm::REGION.into()),
+        ("AWS_REGION".into(), secrets_manager::REGION.into()),
         ("AWS_ACCESS_KEY_ID".into(), "test".into()),
         ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
         ("VAULT_ADDR".into(), bao.addr()),

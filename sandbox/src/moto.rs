@@ -66,10 +66,10 @@ impl Moto {
         self.port
     }
 
-    /// A new Secrets Manager client for this moto (see [`crate::sm::client`]). Create one per
+    /// A new Secrets Manager client for this moto (see [`crate::secrets_manager::client`]). Create one per
     /// tokio runtime: a client's connection pool belongs to the runtime that used it.
     pub fn client(&self) -> Client {
-        crate::sm::client(&self.endpoint())
+        crate::secrets_manager::client(&self.endpoint())
     }
 
     /// Path of the file collecting moto's output.

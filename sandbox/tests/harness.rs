@@ -1,6 +1,6 @@
 //! Tests of the harness itself against the real tools (run `scripts/tools.sh` first).
 
-use rotator_sandbox::sm::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, LAMBDA_ARN};
+use rotator_sandbox::secrets_manager::{self, AWSCURRENT, AWSPENDING, AWSPREVIOUS, LAMBDA_ARN};
 use rotator_sandbox::{Bao, LogCapture, Moto, unique_suffix};
 use serde_json::json;
 
@@ -9,45 +9,59 @@ async fn moto_pending_state_and_label_moves() {
     let moto = Moto::shared();
     let sm = moto.client();
     let name = format!("dynatrace/app-{}", unique_suffix());
-    let arn = sm::create_secret(&sm, &name, r#"{"token":"old"}"#)
+    let arn = secrets_manager::create_secret(&sm, &name, r#"{"token":"old"}"#)
         .await
         .unwrap();
     assert!(
         arn.starts_with("arn:aws:secretsmanager:us-east-1:"),
         "{arn}"
     );
-    let stages = sm::stages(&sm, &name).await.unwrap();
+    let stages = secrets_manager::stages(&sm, &name).await.unwrap();
     assert_eq!(stages.len(), 1);
-    let current = sm::version_with(&sm, &name, AWSCURRENT)
+    let current = secrets_manager::version_with(&sm, &name, AWSCURRENT)
         .await
         .unwrap()
         .unwrap();
 
-    let pending = sm::begin_rotation(&sm, &name, LAMBDA_ARN).await.unwrap();
-    assert!(sm::rotation_enabled(&sm, &name).await.unwrap());
-    let stages = sm::stages(&sm, &name).await.unwrap();
+    let pending = secrets_manager::begin_rotation(&sm, &name, LAMBDA_ARN)
+        .await
+        .unwrap();
+    assert!(secrets_manager::rotation_enabled(&sm, &name).await.unwrap());
+    let stages = secrets_manager::stages(&sm, &name).await.unwrap();
     assert_eq!(stages[&pending], vec![AWSPENDING.to_string()]);
     assert_eq!(stages[&current], vec![AWSCURRENT.to_string()]);
     assert_eq!(
-        sm::value_of_version(&sm, &name, &pending).await.unwrap(),
+        secrets_manager::value_of_version(&sm, &name, &pending)
+            .await
+            .unwrap(),
         None
     );
-    assert_eq!(sm::value_at(&sm, &name, AWSPENDING).await.unwrap(), None);
     assert_eq!(
-        sm::value_at(&sm, &name, AWSCURRENT)
+        secrets_manager::value_at(&sm, &name, AWSPENDING)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        secrets_manager::value_at(&sm, &name, AWSCURRENT)
             .await
             .unwrap()
             .as_deref(),
         Some(r#"{"token":"old"}"#)
     );
-    assert_eq!(sm::value_at(&sm, &name, AWSPREVIOUS).await.unwrap(), None);
+    assert_eq!(
+        secrets_manager::value_at(&sm, &name, AWSPREVIOUS)
+            .await
+            .unwrap(),
+        None
+    );
 
     // What the rotator does: createSecret's put, finishSecret's moves.
-    sm::put_value(&sm, &name, &pending, r#"{"token":"new"}"#, &[AWSPENDING])
+    secrets_manager::put_value(&sm, &name, &pending, r#"{"token":"new"}"#, &[AWSPENDING])
         .await
         .unwrap();
     assert_eq!(
-        sm::value_at(&sm, &name, AWSPENDING)
+        secrets_manager::value_at(&sm, &name, AWSPENDING)
             .await
             .unwrap()
             .as_deref(),
@@ -61,22 +75,22 @@ async fn moto_pending_state_and_label_moves() {
         .send()
         .await
         .unwrap();
-    sm::remove_stage(&sm, &name, AWSPENDING, &pending)
+    secrets_manager::remove_stage(&sm, &name, AWSPENDING, &pending)
         .await
         .unwrap();
-    let stages = sm::stages(&sm, &name).await.unwrap();
+    let stages = secrets_manager::stages(&sm, &name).await.unwrap();
     assert_eq!(stages[&pending], vec![AWSCURRENT.to_string()]);
     assert_eq!(stages[&current], vec![AWSPREVIOUS.to_string()]);
     assert_eq!(
-        sm::value_at(&sm, &name, AWSCURRENT)
+        secrets_manager::value_at(&sm, &name, AWSCURRENT)
             .await
             .unwrap()
             .as_deref(),
         Some(r#"{"token":"new"}"#)
     );
 
-    sm::cancel_rotation(&sm, &name).await.unwrap();
-    assert!(!sm::rotation_enabled(&sm, &name).await.unwrap());
+    secrets_manager::cancel_rotation(&sm, &name).await.unwrap();
+    assert!(!secrets_manager::rotation_enabled(&sm, &name).await.unwrap());
 }
 
 #[tokio::test]
@@ -84,16 +98,18 @@ async fn moto_is_shared_across_runtimes() {
     // Another runtime (this test's) using the same shared instance.
     let sm = Moto::shared().client();
     let name = format!("other-{}", unique_suffix());
-    sm::create_secret(&sm, &name, "bare-token").await.unwrap();
+    secrets_manager::create_secret(&sm, &name, "bare-token")
+        .await
+        .unwrap();
     assert_eq!(
-        sm::value_at(&sm, &name, AWSCURRENT)
+        secrets_manager::value_at(&sm, &name, AWSCURRENT)
             .await
             .unwrap()
             .as_deref(),
         Some("bare-token")
     );
     assert_eq!(
-        sm::value_at(&sm, "does-not-exist", AWSCURRENT)
+        secrets_manager::value_at(&sm, "does-not-exist", AWSCURRENT)
             .await
             .unwrap(),
         None

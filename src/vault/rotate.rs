@@ -200,7 +200,7 @@ impl RunError {
 /// Everything a run shares.
 struct Run<'a> {
     config: &'a Config,
-    dt: &'a Dynatrace,
+    dynatrace: &'a Dynatrace,
     kv: KvClient,
     scope: VaultScope,
     manager: Manager,
@@ -244,7 +244,7 @@ pub async fn run(
     };
     let run = Run {
         config,
-        dt,
+        dynatrace: dt,
         kv,
         scope: backend.scope(),
         manager,
@@ -452,7 +452,7 @@ impl Run<'_> {
                         let managers = std::slice::from_ref(&self.manager);
                         let mgr =
                             rotation::select_manager(managers, doc.environment_url.as_deref())?;
-                        rotation::inspect(self.dt, mgr, &doc.token, self.deadline).await
+                        rotation::inspect(self.dynatrace, mgr, &doc.token, self.deadline).await
                     }
                     .await;
                     match looked_up {
@@ -482,7 +482,7 @@ impl Run<'_> {
         let mgr = rotation::select_manager(managers, doc.environment_url.as_deref())?;
         let facts = match facts {
             Some(f) => f,
-            None => rotation::inspect(self.dt, mgr, &doc.token, self.deadline).await?,
+            None => rotation::inspect(self.dynatrace, mgr, &doc.token, self.deadline).await?,
         };
         let marker = Marker::vault(&self.scope, path, version + 1);
         if self.dry_run {
@@ -498,7 +498,7 @@ impl Run<'_> {
             version,
         };
         let replaced = rotation::replace(
-            self.dt,
+            self.dynatrace,
             self.config,
             mgr,
             doc,
@@ -545,7 +545,15 @@ impl Run<'_> {
             tracing::warn!(path, error = %e, "revoking old tokens failed; the next run or the sweep retries");
         }
         if self.config.events {
-            rotation::report_event(self.dt, mgr, path, &facts.id, &created.id, self.deadline).await;
+            rotation::report_event(
+                self.dynatrace,
+                mgr,
+                path,
+                &facts.id,
+                &created.id,
+                self.deadline,
+            )
+            .await;
         }
         Ok(PathResult {
             path: path.to_owned(),
@@ -581,7 +589,9 @@ impl Run<'_> {
                         && !d.token.same_as(&old.token)
                         && d.token.derived_id().is_none_or(|id| id == hint)
                     {
-                        match rotation::proven_id(self.dt, mgr, &d.token, self.deadline).await {
+                        match rotation::proven_id(self.dynatrace, mgr, &d.token, self.deadline)
+                            .await
+                        {
                             Ok(Some(id)) if id == hint => {
                                 return Some(Candidate::new(id, Proof::ByValue));
                             }
@@ -667,7 +677,7 @@ impl Run<'_> {
         }
         for id in targets.revoke {
             rotation::revoke(
-                self.dt,
+                self.dynatrace,
                 mgr,
                 &id,
                 Some(&key),

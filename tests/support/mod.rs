@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::Client as SmClient;
+use aws_sdk_secretsmanager::Client as SecretsManagerClient;
 use dynatrace_emulator::{Emulator, SeedToken, Seeded, TokenState};
 use dynatrace_token_rotator::app::{self, Deps, HandlerError};
 use dynatrace_token_rotator::config::Config;
 use dynatrace_token_rotator::deadline::Deadline;
 use dynatrace_token_rotator::dynatrace::{Dynatrace, RetrySettings};
 use dynatrace_token_rotator::{logging, marker};
-use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::secrets_manager::{self, STEPS};
 use rotator_sandbox::{LogCapture, Moto};
 use serde_json::{Value, json};
 
@@ -38,7 +38,7 @@ pub fn fast_retries() -> RetrySettings {
 /// One test's world: emulator, moto, manager, handler dependencies, logs.
 pub struct World {
     pub emu: Emulator,
-    pub sm: SmClient,
+    pub secrets_manager: SecretsManagerClient,
     pub manager: Seeded,
     pub manager_secret: String,
     pub deps: Deps,
@@ -62,7 +62,7 @@ impl World {
         let sm = moto.client();
         let manager = emu.seed_token(SeedToken::new("rotator manager", MANAGER_SCOPES));
         let manager_secret = format!("dynatrace/manager-{}", rotator_sandbox::unique_suffix());
-        sm::create_secret(
+        secrets_manager::create_secret(
             &sm,
             &manager_secret,
             &json!({"environmentUrl": emu.url(), "token": manager.value}).to_string(),
@@ -85,7 +85,7 @@ impl World {
         };
         World {
             emu,
-            sm,
+            secrets_manager: sm,
             manager,
             manager_secret,
             deps,
@@ -114,7 +114,7 @@ impl World {
     /// Creates a secret with exactly `value`; returns its name.
     pub async fn secret_with(&self, value: &str) -> String {
         let name = format!("dynatrace/app-{}", rotator_sandbox::unique_suffix());
-        sm::create_secret(&self.sm, &name, value)
+        secrets_manager::create_secret(&self.secrets_manager, &name, value)
             .await
             .expect("create secret");
         name
@@ -122,7 +122,7 @@ impl World {
 
     /// Puts the secret into the pending state, as Secrets Manager does before `createSecret`.
     pub async fn begin(&self, secret: &str) -> String {
-        sm::begin_rotation(&self.sm, secret, sm::LAMBDA_ARN)
+        secrets_manager::begin_rotation(&self.secrets_manager, secret, secrets_manager::LAMBDA_ARN)
             .await
             .expect("begin rotation")
     }
@@ -171,7 +171,7 @@ impl World {
             .stages(secret)
             .await
             .get(version)
-            .is_some_and(|s| s.iter().any(|l| l == sm::AWSCURRENT));
+            .is_some_and(|s| s.iter().any(|l| l == secrets_manager::AWSCURRENT));
         let steps: &[&str] = if moved { &["finishSecret"] } else { &STEPS };
         for step in steps {
             self.step(secret, version, step)
@@ -189,12 +189,14 @@ impl World {
 
     /// The secret's version → labels map.
     pub async fn stages(&self, secret: &str) -> BTreeMap<String, Vec<String>> {
-        sm::stages(&self.sm, secret).await.expect("stages")
+        secrets_manager::stages(&self.secrets_manager, secret)
+            .await
+            .expect("stages")
     }
 
     /// The parsed document under `stage`.
     pub async fn doc(&self, secret: &str, stage: &str) -> Option<Value> {
-        sm::value_at(&self.sm, secret, stage)
+        secrets_manager::value_at(&self.secrets_manager, secret, stage)
             .await
             .expect("value")
             .map(|s| serde_json::from_str(&s).unwrap_or(Value::String(s)))
@@ -236,13 +238,13 @@ impl World {
     /// every labelled token not revoked; no live minted token that no label references.
     pub async fn assert_invariants(&self, secret: &str) {
         let current = self
-            .token_id_at(secret, sm::AWSCURRENT)
+            .token_id_at(secret, secrets_manager::AWSCURRENT)
             .await
             .expect("AWSCURRENT has a token");
         let t = self.token(&current);
         assert!(t.enabled, "AWSCURRENT token {current} is disabled");
         let mut referenced = vec![current];
-        for stage in [sm::AWSPREVIOUS, sm::AWSPENDING] {
+        for stage in [secrets_manager::AWSPREVIOUS, secrets_manager::AWSPENDING] {
             if let Some(id) = self.token_id_at(secret, stage).await {
                 let t = self
                     .emu

@@ -52,8 +52,8 @@ pub fn client(endpoint: &str) -> Client {
 }
 
 /// Creates secret `name` with string `value` (which becomes `AWSCURRENT`); returns its ARN.
-pub async fn create_secret(sm: &Client, name: &str, value: &str) -> Result<String> {
-    let out = sm
+pub async fn create_secret(client: &Client, name: &str, value: &str) -> Result<String> {
+    let out = client
         .create_secret()
         .name(name)
         .secret_string(value)
@@ -71,12 +71,12 @@ pub async fn create_secret(sm: &Client, name: &str, value: &str) -> Result<Strin
 /// emulated Lambda function, which does not exist, and answers `ResourceNotFoundException`
 /// after the state is set up; that error is ignored and the state checked with
 /// `DescribeSecret`.
-pub async fn begin_rotation(sm: &Client, secret_id: &str, lambda_arn: &str) -> Result<String> {
+pub async fn begin_rotation(client: &Client, secret_id: &str, lambda_arn: &str) -> Result<String> {
     let version_id = crate::new_uuid();
     let rules = RotationRulesType::builder()
         .automatically_after_days(30)
         .build();
-    let result = sm
+    let result = client
         .rotate_secret()
         .secret_id(secret_id)
         .client_request_token(&version_id)
@@ -92,7 +92,7 @@ pub async fn begin_rotation(sm: &Client, secret_id: &str, lambda_arn: &str) -> R
             return Err(e.into());
         }
     }
-    let described = sm.describe_secret().secret_id(secret_id).send().await?;
+    let described = client.describe_secret().secret_id(secret_id).send().await?;
     if described.rotation_enabled != Some(true) {
         return Err(Error::new(format!(
             "RotateSecret on {secret_id} did not enable rotation"
@@ -114,8 +114,8 @@ pub async fn begin_rotation(sm: &Client, secret_id: &str, lambda_arn: &str) -> R
 
 /// Map of version id to its labels (sorted), from `DescribeSecret`. Versions without a label
 /// are not listed by Secrets Manager.
-pub async fn stages(sm: &Client, secret_id: &str) -> Result<BTreeMap<String, Vec<String>>> {
-    let described = sm.describe_secret().secret_id(secret_id).send().await?;
+pub async fn stages(client: &Client, secret_id: &str) -> Result<BTreeMap<String, Vec<String>>> {
+    let described = client.describe_secret().secret_id(secret_id).send().await?;
     Ok(described
         .version_ids_to_stages
         .unwrap_or_default()
@@ -128,8 +128,8 @@ pub async fn stages(sm: &Client, secret_id: &str) -> Result<BTreeMap<String, Vec
 }
 
 /// The version id holding `stage`, if any.
-pub async fn version_with(sm: &Client, secret_id: &str, stage: &str) -> Result<Option<String>> {
-    Ok(stages(sm, secret_id)
+pub async fn version_with(client: &Client, secret_id: &str, stage: &str) -> Result<Option<String>> {
+    Ok(stages(client, secret_id)
         .await?
         .into_iter()
         .find(|(_, labels)| labels.iter().any(|l| l == stage))
@@ -139,8 +139,8 @@ pub async fn version_with(sm: &Client, secret_id: &str, stage: &str) -> Result<O
 /// The string value of the version labelled `stage` (always read with `VersionStage`; moto may
 /// answer an unqualified read from a stale version). `None` when no version carries the label or
 /// it has no value yet.
-pub async fn value_at(sm: &Client, secret_id: &str, stage: &str) -> Result<Option<String>> {
-    let result = sm
+pub async fn value_at(client: &Client, secret_id: &str, stage: &str) -> Result<Option<String>> {
+    let result = client
         .get_secret_value()
         .secret_id(secret_id)
         .version_stage(stage)
@@ -157,11 +157,11 @@ pub async fn value_at(sm: &Client, secret_id: &str, stage: &str) -> Result<Optio
 /// value (AWS answers `ResourceNotFoundException` for the empty pending version, moto answers
 /// without `SecretString`: both give `None`).
 pub async fn value_of_version(
-    sm: &Client,
+    client: &Client,
     secret_id: &str,
     version_id: &str,
 ) -> Result<Option<String>> {
-    let result = sm
+    let result = client
         .get_secret_value()
         .secret_id(secret_id)
         .version_id(version_id)
@@ -175,14 +175,15 @@ pub async fn value_of_version(
 }
 
 /// Whether rotation is enabled on the secret (`DescribeSecret.RotationEnabled`).
-pub async fn rotation_enabled(sm: &Client, secret_id: &str) -> Result<bool> {
-    let described = sm.describe_secret().secret_id(secret_id).send().await?;
+pub async fn rotation_enabled(client: &Client, secret_id: &str) -> Result<bool> {
+    let described = client.describe_secret().secret_id(secret_id).send().await?;
     Ok(described.rotation_enabled == Some(true))
 }
 
 /// Disables rotation (`CancelRotateSecret`); the versions and labels stay as they are.
-pub async fn cancel_rotation(sm: &Client, secret_id: &str) -> Result<()> {
-    sm.cancel_rotate_secret()
+pub async fn cancel_rotation(client: &Client, secret_id: &str) -> Result<()> {
+    client
+        .cancel_rotate_secret()
         .secret_id(secret_id)
         .send()
         .await?;
@@ -192,12 +193,13 @@ pub async fn cancel_rotation(sm: &Client, secret_id: &str) -> Result<()> {
 /// Removes label `stage` from version `version_id` (`UpdateSecretVersionStage` with
 /// `RemoveFromVersionId` only), e.g. to clear a stuck `AWSPENDING`.
 pub async fn remove_stage(
-    sm: &Client,
+    client: &Client,
     secret_id: &str,
     stage: &str,
     version_id: &str,
 ) -> Result<()> {
-    sm.update_secret_version_stage()
+    client
+        .update_secret_version_stage()
         .secret_id(secret_id)
         .version_stage(stage)
         .remove_from_version_id(version_id)
@@ -209,13 +211,14 @@ pub async fn remove_stage(
 /// Stores `value` as a new version labelled `stages` (e.g. `[AWSPENDING]`) under
 /// `ClientRequestToken` `version_id`, as the rotator's `createSecret` does.
 pub async fn put_value(
-    sm: &Client,
+    client: &Client,
     secret_id: &str,
     version_id: &str,
     value: &str,
     stages: &[&str],
 ) -> Result<()> {
-    sm.put_secret_value()
+    client
+        .put_secret_value()
         .secret_id(secret_id)
         .client_request_token(version_id)
         .secret_string(value)
@@ -226,8 +229,8 @@ pub async fn put_value(
 }
 
 /// Overwrites the current value from outside the rotation (a new `AWSCURRENT` version).
-pub async fn update_value(sm: &Client, secret_id: &str, value: &str) -> Result<String> {
-    let out = sm
+pub async fn update_value(client: &Client, secret_id: &str, value: &str) -> Result<String> {
+    let out = client
         .put_secret_value()
         .secret_id(secret_id)
         .secret_string(value)

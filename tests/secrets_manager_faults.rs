@@ -7,7 +7,7 @@
 mod support;
 
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch, RequestRecord};
-use rotator_sandbox::sm::{self, STEPS};
+use rotator_sandbox::secrets_manager::{self, STEPS};
 use serde_json::json;
 use support::World;
 
@@ -75,7 +75,11 @@ async fn every_dynatrace_call_of_every_step_survives_each_fault() {
                 let w = World::new(&[]).await;
                 let (secret, oldest) = w.app_secret(json!({"team": "t"})).await;
                 w.rotate(&secret).await;
-                let original = w.token(&w.token_id_at(&secret, sm::AWSCURRENT).await.unwrap());
+                let original = w.token(
+                    &w.token_id_at(&secret, secrets_manager::AWSCURRENT)
+                        .await
+                        .unwrap(),
+                );
                 let version = w.begin(&secret).await;
                 for step in &STEPS[..*step_index] {
                     w.step(&secret, &version, step)
@@ -115,7 +119,7 @@ async fn every_dynatrace_call_of_every_step_survives_each_fault() {
                     w.token(&original.id).enabled && !w.token(&oldest.id).enabled,
                     "{label}: the previous token must stay valid"
                 );
-                let doc = w.doc(&secret, sm::AWSCURRENT).await.unwrap();
+                let doc = w.doc(&secret, secrets_manager::AWSCURRENT).await.unwrap();
                 assert_eq!(doc["team"], "t", "{label}: data lost");
                 w.assert_no_leaks();
             }
