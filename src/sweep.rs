@@ -385,6 +385,23 @@ impl StoredToken {
 }
 
 impl References {
+    /// Records a previous token; when two secrets name the same token, the later promotion
+    /// counts (the safe side for `when-unused`).
+    fn add_previous(&mut self, previous: Option<(String, PreviousToken)>) {
+        let Some((id, p)) = previous else { return };
+        match self.previous.get(&id) {
+            Some(existing) if existing.promoted_at >= p.promoted_at => {}
+            _ => {
+                self.previous.insert(id, p);
+            }
+        }
+    }
+
+    /// Whether some secret or path this sweep read holds `id` as its current token.
+    fn is_current(&self, id: &str) -> bool {
+        self.current.iter().any(|c| c.token_id == id)
+    }
+
     fn fail(&mut self, env: Option<&EnvironmentUrl>, problem: Problem) {
         match env {
             Some(env) => {
@@ -589,7 +606,7 @@ async fn collect_secrets_manager(
             .insert(marker::deployment_key_secrets_manager(&id));
         refs.ids.extend(f.ids);
         refs.current.extend(f.current);
-        refs.previous.extend(f.previous);
+        refs.add_previous(f.previous);
         if let Some((env, p)) = f.failure {
             refs.fail(env.as_ref(), p);
         }
@@ -677,7 +694,11 @@ async fn read_sm_secret(
         && let Some(mgr) = manager_for(managers, previous)
     {
         let key = marker::secret_key_secrets_manager(secret);
-        found.previous = prove_previous(cleanup, mgr, secret, key, previous, at, deadline).await;
+        found.previous = prove_previous(cleanup, mgr, secret, key, previous, at, deadline)
+            .await
+            // The promotion time belongs to the current document: only when it names this very
+            // token as the one it replaced (a copied or edited value names another, or none).
+            .filter(|(id, _)| current.previous_token_id.as_deref() == Some(id.as_str()));
     }
     found
 }
@@ -816,7 +837,7 @@ async fn collect_vault(
             }) => {
                 refs.ids.extend(ids);
                 refs.current.extend(current);
-                refs.previous.extend(previous);
+                refs.add_previous(previous);
                 if let Some(id) = overdue {
                     refs.overdue.insert(id, key.clone());
                 }
@@ -939,6 +960,12 @@ async fn vault_previous(
             continue;
         }
         if earlier.token.derived_id().is_some_and(|id| id != hint) {
+            return None;
+        }
+        // A value is only ever sent to its own environment.
+        if let Some(raw) = earlier.environment_url.as_deref()
+            && EnvironmentUrl::parse(raw).ok().as_ref() != Some(&mgr.env)
+        {
             return None;
         }
         let secret = format!("vault:{path}");
@@ -1209,6 +1236,8 @@ async fn sweep_environment(
         if let Some(previous) = refs.previous.get(&id)
             && t.is_enabled()
             && !manager_ids.contains(&id)
+            // A value copied between secrets may be another secret's current token.
+            && !refs.is_current(&id)
             && marker::disabled_on(t.name_str()).is_none()
         {
             if let Some(l) = lagging(&t, previous) {

@@ -627,3 +627,32 @@ async fn when_unused_revokes_a_quiet_awsprevious_and_next_rotation_only_reports(
         w.assert_no_leaks();
     }
 }
+
+/// A value copied between secrets: the previous token of one path is the current token of
+/// another. `when-unused` never revokes it, however quiet.
+#[tokio::test]
+async fn when_unused_spares_a_previous_token_another_path_holds_as_current() {
+    let mut w =
+        VaultWorld::new(&[("DT_REVOKE_OLD", "when-unused"), ("DT_UNUSED_HOURS", "24")]).await;
+    let (moved, original) = w.app("moved", json!({})).await;
+    w.rotate(&[&moved], true, false).await;
+    let (v, mut doc) = w.read(&moved).await;
+    doc["rotatedAt"] = json!(dynatrace_token_rotator::dynatrace::format_time(hours_ago(
+        48
+    )));
+    w.bao.kv_put_cas("secret", &moved, &doc, v).await.unwrap();
+    // Someone copied the original value to another path, which still uses it.
+    let copy = w.path("copy");
+    w.bao
+        .kv_put("secret", &copy, &json!({"token": original.value}))
+        .await
+        .unwrap();
+    w.deps.vault.as_mut().unwrap().config.rotate_paths = vec![moved.clone(), copy.clone()];
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert!(ids(&out, "disabled").is_empty(), "{out}");
+    assert!(
+        w.token(&original.id).enabled,
+        "the copy's current token was revoked"
+    );
+    w.assert_no_leaks();
+}
