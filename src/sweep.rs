@@ -951,8 +951,15 @@ async fn vault_previous(
     let lowest = latest.saturating_sub(MAX_WALK).max(1);
     let mut v = latest.saturating_sub(1);
     while v >= lowest {
-        let Ok(KvRead::Present(entry)) = kv.read_version(path, v).await else {
-            return None;
+        let entry = match kv.read_version(path, v).await {
+            Ok(KvRead::Present(entry)) => entry,
+            // Deleted or destroyed (`max_versions`, a person): look further back, as the
+            // rotation does.
+            Ok(_) => {
+                v -= 1;
+                continue;
+            }
+            Err(_) => return None,
         };
         let earlier = SecretDocument::from_map(entry.data).ok()?;
         v -= 1;

@@ -463,6 +463,18 @@ async fn when_unused_revokes_a_quiet_previous_vault_token_and_reports_a_used_one
     }
     w.deps.vault.as_mut().unwrap().config.rotate_paths = vec![quiet.clone(), busy.clone()];
     use_token(&w.emu.url(), &busy_original.value).await;
+    // A deleted version between the latest and the previous token's (e.g. by a person): the
+    // walk back goes past it.
+    let (status, body) = w
+        .bao
+        .request(
+            reqwest::Method::POST,
+            &format!("secret/delete/{quiet}"),
+            Some(&json!({"versions": [2]})),
+        )
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{body}");
 
     let dry = w
         .invoke(json!({"action": "sweep", "dryRun": true}))
