@@ -225,6 +225,13 @@ async fn vault_credentials_come_from_a_secrets_manager_secret() {
         !answer.to_string().contains(w.bao.root_token()),
         "the token leaked"
     );
+    // One embedded-metric line for the invocation, on stdout beside the log lines.
+    let logs = answer["logs"].as_str().unwrap();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"_aws\"") && l.contains("\"Action\":\"rotate-vault\"")),
+        "no EMF line: {logs}"
+    );
 
     // A secret holding a token Vault refuses: that token is the one used.
     let refused = format!(
@@ -250,4 +257,48 @@ async fn vault_credentials_come_from_a_secrets_manager_secret() {
 
 async fn support_world() -> support::VaultWorld {
     support::VaultWorld::new(&[]).await
+}
+
+/// A Vault credential set both in the environment and in the secret is refused at init, so it
+/// is never unclear which one is used; the message names the variable, not its value.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_in_both_places_is_refused() {
+    let moto = rotator_sandbox::Moto::shared();
+    let secret = format!(
+        "rotator/vault-credentials-{}",
+        rotator_sandbox::unique_suffix()
+    );
+    rotator_sandbox::secrets_manager::create_secret(
+        &moto.client(),
+        &secret,
+        r#"{"VAULT_TOKEN":"hvs.from-the-secret-000000000000"}"#,
+    )
+    .await
+    .unwrap();
+    let endpoint = moto.endpoint();
+    let (status, requests) = tokio::task::spawn_blocking(move || {
+        start_with(&[
+            ("AWS_ENDPOINT_URL_SECRETS_MANAGER", &endpoint),
+            ("VAULT_CREDENTIALS_SECRET_ID", &secret),
+            ("VAULT_TOKEN", "hvs.from-the-environment-0000000"),
+            ("VAULT_ADDR", "http://127.0.0.1:1"),
+            ("VAULT_MANAGER_PATH", "dynatrace/master"),
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(!status.success());
+    let report = requests
+        .iter()
+        .find(|r| r.path == "/2018-06-01/runtime/init/error")
+        .unwrap_or_else(|| panic!("no init error report: {requests:?}"));
+    let body = report.json().unwrap();
+    assert_eq!(body["errorType"], "ConfigError");
+    let message = body["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("VAULT_TOKEN") && message.contains("both"),
+        "{message}"
+    );
+    let text = String::from_utf8_lossy(&report.body);
+    assert!(!text.contains("from-the-secret") && !text.contains("from-the-environment"));
 }

@@ -163,60 +163,36 @@ async fn a_transient_fault_is_absorbed_by_the_client_retries() {
     assert!(statuses.contains(&502) && statuses.contains(&429));
 }
 
+/// `Retry-After` is honoured in both forms RFC 9110 allows: delta-seconds and an HTTP date.
 #[tokio::test]
-async fn retry_after_is_honoured() {
-    let mut retries = support::fast_retries();
-    retries.max_retry_after = std::time::Duration::from_secs(5);
-    let w = World::with_retries(&[], retries).await;
-    let (secret, _) = w.app_secret(json!({})).await;
-    let version = w.begin(&secret).await;
-    w.emu.add_fault(
-        FaultRule::new(
-            "POST",
-            PathMatch::Exact("/api/v2/apiTokens".into()),
-            FaultKind::throttled(1),
-        )
-        .times(1),
-    );
-    let started = std::time::Instant::now();
-    w.step(&secret, &version, "createSecret").await.unwrap();
-    assert!(
-        started.elapsed() >= std::time::Duration::from_millis(950),
-        "waited only {:?}",
-        started.elapsed()
-    );
-}
-
-/// `Retry-After` may also be an HTTP date (RFC 9110); the client waits until then.
-#[tokio::test]
-async fn retry_after_as_an_http_date_is_honoured() {
-    let mut retries = support::fast_retries();
-    retries.max_retry_after = std::time::Duration::from_secs(5);
-    let w = World::with_retries(&[], retries).await;
-    let (secret, _) = w.app_secret(json!({})).await;
-    let version = w.begin(&secret).await;
-    w.emu.add_fault(
-        FaultRule::new(
-            "POST",
-            PathMatch::Exact("/api/v2/apiTokens".into()),
-            FaultKind::throttled_until(1),
-        )
-        .times(1),
-    );
-    let started = std::time::Instant::now();
-    w.step(&secret, &version, "createSecret").await.unwrap();
-    assert!(
-        started.elapsed() >= std::time::Duration::from_millis(950),
-        "waited only {:?}",
-        started.elapsed()
-    );
-    let throttled = w
-        .emu
-        .requests()
-        .iter()
-        .filter(|r| r.status == Some(429))
-        .count();
-    assert_eq!(throttled, 1);
+async fn retry_after_is_honoured_as_seconds_and_as_a_date() {
+    for (form, fault) in [
+        ("seconds", FaultKind::throttled(1)),
+        ("HTTP date", FaultKind::throttled_until(1)),
+    ] {
+        let mut retries = support::fast_retries();
+        retries.max_retry_after = std::time::Duration::from_secs(5);
+        let w = World::with_retries(&[], retries).await;
+        let (secret, _) = w.app_secret(json!({})).await;
+        let version = w.begin(&secret).await;
+        w.emu.add_fault(
+            FaultRule::new("POST", PathMatch::Exact("/api/v2/apiTokens".into()), fault).times(1),
+        );
+        let started = std::time::Instant::now();
+        w.step(&secret, &version, "createSecret").await.unwrap();
+        assert!(
+            started.elapsed() >= std::time::Duration::from_millis(950),
+            "{form}: waited only {:?}",
+            started.elapsed()
+        );
+        let throttled = w
+            .emu
+            .requests()
+            .iter()
+            .filter(|r| r.status == Some(429))
+            .count();
+        assert_eq!(throttled, 1, "{form}");
+    }
 }
 
 #[tokio::test]

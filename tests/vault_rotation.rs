@@ -469,6 +469,16 @@ async fn scheduled_event_rotates_the_configured_paths() {
     w.assert_no_leaks();
 }
 
+/// The `itemIdentifier`s of an SQS answer's `batchItemFailures`.
+fn failed_records(out: &Value) -> Vec<&str> {
+    out["batchItemFailures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no batchItemFailures in {out}"))
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn sqs_batch_reports_exactly_the_failed_records() {
     let w = VaultWorld::new(&[]).await;
@@ -482,12 +492,7 @@ async fn sqs_batch_reports_exactly_the_failed_records() {
         record("wrong-action", json!({"action": "sweep"})),
     ]});
     let out = w.invoke(event).await.unwrap();
-    let failed: Vec<&str> = out["batchItemFailures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap())
-        .collect();
+    let failed = failed_records(&out);
     assert_eq!(failed, vec!["bad-path", "not-json", "wrong-action"]);
     assert_eq!(w.read(&a).await.0, 2);
     w.assert_no_leaks();
@@ -522,12 +527,7 @@ async fn sqs_size_limit_applies_per_record() {
         "the envelope exceeds the per-event limit"
     );
     let out = w.invoke(event).await.unwrap();
-    let failed: Vec<&str> = out["batchItemFailures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap())
-        .collect();
+    let failed = failed_records(&out);
     assert_eq!(failed, vec!["too-big"], "{out}");
     assert_eq!(w.read(&a).await.0, 2, "record a rotated");
     assert_eq!(
