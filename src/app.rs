@@ -267,6 +267,31 @@ async fn dispatch(
         }
         Invocation::Sweep { dry_run } => run_sweep(deps, dry_run, deadline).await,
         Invocation::Audit => run_audit(deps, deadline).await,
+        Invocation::RevokeLeaked(action) => {
+            let report = crate::leak::run(&deps.cleanup(), &action, deadline)
+                .await
+                .map_err(|e| {
+                    let e = HandlerError::from(e);
+                    tracing::error!(error_type = e.error_type, error = %e.message, "revoke-leaked could not run");
+                    e
+                })?;
+            Ok(serde_json::to_value(report).unwrap_or(Value::Null))
+        }
+        Invocation::RotateManager { dry_run } => {
+            let backend = deps
+                .vault
+                .as_ref()
+                .ok_or_else(|| HandlerError::from(RunError::NotConfigured))?;
+            let summary =
+                vault_rotate::rotate_manager(&deps.config, &deps.dynatrace, backend, dry_run, deadline)
+                    .await
+                    .map_err(|e| {
+                        let e = HandlerError::from(e);
+                        tracing::error!(error_type = e.error_type, error = %e.message, "rotate-manager could not run");
+                        e
+                    })?;
+            Ok(serde_json::to_value(summary).unwrap_or(Value::Null))
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::secret::RotationToken;
+use crate::secret::{RotationToken, TokenValue};
 
 /// Largest event accepted, in bytes of JSON, and the largest SQS record body (SQS's own
 /// message limit). Lambda's own limit for synchronous calls is 6 MB.
@@ -92,6 +92,25 @@ pub struct SqsRecord {
     pub body: Result<String, EventError>,
 }
 
+/// The token a `revoke-leaked` action names: by id (`dt0c01.<public>`) or by value. A value
+/// is held redacted and only ever sent to Dynatrace in a lookup's body.
+#[derive(Debug, Clone)]
+pub enum LeakedToken {
+    /// `tokenId`.
+    Id(String),
+    /// `token`.
+    Value(TokenValue),
+}
+
+/// A `revoke-leaked` action (incident response, docs/design.md §6).
+#[derive(Debug, Clone)]
+pub struct LeakAction {
+    /// The leaked token.
+    pub token: LeakedToken,
+    /// Report only; change nothing.
+    pub dry_run: bool,
+}
+
 /// What the function was invoked to do.
 #[derive(Debug, Clone)]
 pub enum Invocation {
@@ -110,6 +129,13 @@ pub enum Invocation {
     },
     /// Token hygiene report.
     Audit,
+    /// Disable a leaked token and rotate every secret holding it.
+    RevokeLeaked(LeakAction),
+    /// Rotate the Vault manager document.
+    RotateManager {
+        /// Report only.
+        dry_run: bool,
+    },
 }
 
 impl Invocation {
@@ -127,6 +153,8 @@ impl Invocation {
             Invocation::Sqs(_) => "sqs",
             Invocation::Sweep { .. } => "sweep",
             Invocation::Audit => "audit",
+            Invocation::RevokeLeaked(_) => "revoke-leaked",
+            Invocation::RotateManager { .. } => "rotate-manager",
         }
     }
 }
@@ -142,7 +170,9 @@ pub enum EventError {
     #[error("unknown Step `{0}`: expected createSecret, setSecret, testSecret or finishSecret")]
     UnknownStep(String),
     /// `action` is not known.
-    #[error("unknown action `{0}`: expected rotate-vault, sweep or audit")]
+    #[error(
+        "unknown action `{0}`: expected rotate-vault, sweep, audit, revoke-leaked or rotate-manager"
+    )]
     UnknownAction(String),
 }
 
@@ -248,6 +278,11 @@ pub fn parse(v: Value) -> Result<Invocation, EventError> {
                 .map_err(|e| EventError::Malformed(format!("rotate-vault action: {}", shown(&e.to_string())))),
             "sweep" => Ok(Invocation::Sweep { dry_run: v.get("dryRun").and_then(Value::as_bool).unwrap_or(false) }),
             "audit" => Ok(Invocation::Audit),
+            "revoke-leaked" => parse_leak(&v).map(Invocation::RevokeLeaked),
+            "rotate-manager" => {
+                only_fields(&v, &["action", "dryRun"], "rotate-manager")?;
+                Ok(Invocation::RotateManager { dry_run: dry_run(&v)? })
+            }
             other => Err(EventError::UnknownAction(shown(other))),
         },
         Some(_) => Err(EventError::Malformed("`action` must be a string".into())),
@@ -255,6 +290,79 @@ pub fn parse(v: Value) -> Result<Invocation, EventError> {
             "not a Secrets Manager rotation step (Step), an action (action), a scheduled event or an SQS event".into(),
         )),
     }
+}
+
+/// Refuses fields other than `allowed` (a misspelt `dryRun` must not run for real). Names
+/// only the field, never its value.
+fn only_fields(v: &Value, allowed: &[&str], action: &str) -> Result<(), EventError> {
+    let unknown = v
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .find(|k| !allowed.contains(&k.as_str()));
+    match unknown {
+        Some(k) => Err(EventError::Malformed(format!(
+            "{action} action: unknown field `{}` (expected {})",
+            shown(k),
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The optional `dryRun` flag.
+fn dry_run(v: &Value) -> Result<bool, EventError> {
+    match v.get("dryRun") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(EventError::Malformed("`dryRun` must be true or false".into())),
+    }
+}
+
+/// Decodes `{"action":"revoke-leaked","tokenId"|"token", "dryRun"?}`: exactly one of the two
+/// names the token. A value that is not a token is refused without echoing it.
+fn parse_leak(v: &Value) -> Result<LeakAction, EventError> {
+    only_fields(v, &["action", "tokenId", "token", "dryRun"], "revoke-leaked")?;
+    let token = match (v.get("tokenId"), v.get("token")) {
+        (Some(_), None) => {
+            let id = field(v, "tokenId")?;
+            let well_formed = id.split_once('.').is_some_and(|(prefix, rest)| {
+                prefix.len() == 6
+                    && prefix.starts_with("dt0")
+                    && rest.len() == 24
+                    && rest.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            });
+            if !well_formed {
+                return Err(EventError::Malformed(
+                    "revoke-leaked: `tokenId` must be a token id (`dt0c01.<24 upper-case letters/digits>`); to name a token by its value use `token`".into(),
+                ));
+            }
+            LeakedToken::Id(id.to_owned())
+        }
+        (None, Some(Value::String(value))) => LeakedToken::Value(
+            TokenValue::parse(value)
+                .map_err(|e| EventError::Malformed(format!("revoke-leaked: `token`: {e}")))?,
+        ),
+        (None, Some(_)) => {
+            return Err(EventError::Malformed(
+                "revoke-leaked: `token` must be a string".into(),
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(EventError::Malformed(
+                "revoke-leaked: give either `tokenId` or `token`, not both".into(),
+            ));
+        }
+        (None, None) => {
+            return Err(EventError::Malformed(
+                "revoke-leaked: `tokenId` or `token` names the leaked token".into(),
+            ));
+        }
+    };
+    Ok(LeakAction {
+        token,
+        dry_run: dry_run(v)?,
+    })
 }
 
 /// Parses an SQS record body as a `rotate-vault` action.
@@ -273,6 +381,44 @@ pub fn parse_action(body: &str) -> Result<VaultAction, EventError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_leak_is_named_by_id_or_by_value_and_the_value_is_never_echoed() {
+        let value = format!("dt0c01.{}.{}", "A".repeat(24), "S".repeat(64));
+        let Invocation::RevokeLeaked(a) =
+            parse(json!({"action":"revoke-leaked","token": value, "dryRun": true})).unwrap()
+        else {
+            panic!()
+        };
+        assert!(a.dry_run);
+        assert!(matches!(&a.token, LeakedToken::Value(v) if v.expose() == value));
+        assert!(!format!("{a:?}").contains(&"S".repeat(64)));
+        let id = format!("dt0c01.{}", "A".repeat(24));
+        let Invocation::RevokeLeaked(a) =
+            parse(json!({"action":"revoke-leaked","tokenId": id})).unwrap()
+        else {
+            panic!()
+        };
+        assert!(!a.dry_run && matches!(&a.token, LeakedToken::Id(i) if *i == id));
+        let almost = format!("dt0c01.{}.{}", "A".repeat(24), "s".repeat(64));
+        for bad in [
+            json!({"action":"revoke-leaked"}),
+            json!({"action":"revoke-leaked","tokenId": id, "token": value}),
+            json!({"action":"revoke-leaked","tokenId": value}),
+            json!({"action":"revoke-leaked","token": almost}),
+            json!({"action":"revoke-leaked","tokenId": id, "dryrun": true}),
+            json!({"action":"revoke-leaked","tokenId": id, "dryRun": "yes"}),
+        ] {
+            let e = parse(bad.clone()).unwrap_err();
+            assert_eq!(e.code(), "MalformedEvent", "{bad}");
+            assert!(!e.to_string().contains(&"S".repeat(64)) && !e.to_string().contains(&"s".repeat(64)), "{e}");
+        }
+        assert!(matches!(
+            parse(json!({"action":"rotate-manager","dryRun":true})).unwrap(),
+            Invocation::RotateManager { dry_run: true }
+        ));
+        assert!(parse(json!({"action":"rotate-manager","force":true})).is_err());
+    }
 
     #[test]
     fn decodes_each_kind() {

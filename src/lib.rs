@@ -14,6 +14,7 @@ pub mod document;
 pub mod dynatrace;
 pub mod environment;
 pub mod event;
+pub mod leak;
 pub mod logging;
 pub mod marker;
 pub mod metrics;

@@ -29,6 +29,7 @@ use crate::environment::EnvironmentUrl;
 
 const TAG: &str = " [dtr:";
 const DISABLED: &str = " [disabled ";
+const LEAKED: &str = " [leaked ";
 /// Rotation part of the marker the rotator adds to a token it did not mint when it revokes it.
 pub const REVOKED: &str = "revoked";
 /// Longest base name kept from the old token (Dynatrace documents no maximum).
@@ -186,7 +187,7 @@ pub fn deployment_of(key: &str) -> Option<&str> {
 
 /// The name without the rotator's suffixes.
 pub fn base_name(name: &str) -> &str {
-    let end = [name.find(TAG), name.find(DISABLED)]
+    let end = [name.find(TAG), name.find(DISABLED), name.find(LEAKED)]
         .into_iter()
         .flatten()
         .min()
@@ -237,7 +238,26 @@ pub fn disabled_name(name: &str, date: Date, owner: Option<&str>) -> String {
 
 /// The date the rotator disabled the token called `name`, if it did.
 pub fn disabled_on(name: &str) -> Option<Date> {
-    let start = name.find(DISABLED)? + DISABLED.len();
+    date_after(name, DISABLED)
+}
+
+/// The name a token gets when `revoke-leaked` disables it on `date`: ` [leaked YYYY-MM-DD]`
+/// appended (once). A leaked token is evidence: no rotation, sweep or policy ever renames it
+/// again, deletes it or counts a grace period on it.
+pub fn leaked_name(name: &str, date: Date) -> String {
+    if leaked_on(name).is_some() {
+        return name.to_owned();
+    }
+    format!("{name}{LEAKED}{date}]")
+}
+
+/// The date `revoke-leaked` disabled the token called `name`, if it did.
+pub fn leaked_on(name: &str) -> Option<Date> {
+    date_after(name, LEAKED)
+}
+
+fn date_after(name: &str, suffix: &str) -> Option<Date> {
+    let start = name.find(suffix)? + suffix.len();
     let rest = &name[start..];
     rest[..rest.find(']')?].parse().ok()
 }
@@ -247,6 +267,18 @@ mod tests {
     use super::*;
 
     const ARN: &str = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:dynatrace/app1-AbCdEf";
+
+    #[test]
+    fn a_leaked_name_is_marked_once_and_never_reads_as_disabled() {
+        let day: Date = "2026-12-02".parse().unwrap();
+        let name = leaked_name("app1 [dtr:1a2b3c5f0c1a2b3c:v3]", day);
+        assert_eq!(name, "app1 [dtr:1a2b3c5f0c1a2b3c:v3] [leaked 2026-12-02]");
+        assert_eq!(leaked_on(&name), Some(day));
+        assert_eq!(disabled_on(&name), None, "the sweep's grace period never starts");
+        assert_eq!(leaked_name(&name, "2027-01-01".parse().unwrap()), name);
+        assert_eq!(base_name("app1 [leaked 2026-12-02]"), "app1");
+        assert_eq!(leaked_on("app1"), None);
+    }
 
     #[test]
     fn marker_round_trips_and_is_deterministic() {

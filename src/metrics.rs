@@ -40,9 +40,24 @@ pub fn counts(answer: Option<&Value>) -> Vec<(&'static str, u64)> {
             out.push((name, n));
         }
     }
+    // revoke-leaked: the secrets it rotated or failed to, and the token it disabled.
+    let secrets_with = |status: &str| {
+        v.get("secrets").and_then(Value::as_array).map(|a| {
+            a.iter()
+                .filter(|s| s.get("status").and_then(Value::as_str) == Some(status))
+                .count() as u64
+        })
+    };
+    if let Some(n) = secrets_with("rotated") {
+        out.push(("Rotated", n));
+    }
+    if let Some(disabled) = v.get("disabled").and_then(Value::as_bool) {
+        out.push(("Disabled", u64::from(disabled)));
+    }
     let failed = number("failed").unwrap_or(0)
         + length("batchItemFailures").unwrap_or(0)
-        + length("errors").unwrap_or(0);
+        + length("errors").unwrap_or(0)
+        + secrets_with("failed").unwrap_or(0);
     out.push(("Failed", failed));
     for (name, key) in [
         ("Revoked", "revoked"),

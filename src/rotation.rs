@@ -440,6 +440,8 @@ pub enum Revoked {
     Deleted,
     /// It did not exist any more.
     Gone,
+    /// `revoke-leaked` disabled it: kept as evidence (never renamed again, never deleted).
+    Evidence,
 }
 
 /// Step 6: revokes token `id` per `action`, authenticated with the manager. Idempotent.
@@ -461,6 +463,19 @@ pub async fn revoke(
     }
     let outcome = match action {
         OldTokenAction::Delete => {
+            // A token disabled as leaked is evidence: look before deleting.
+            let t = dt_client
+                .get(&mgr.env, &mgr.token, id, deadline)
+                .await
+                .map_err(dynatrace_error(format!("reading old token {id}")))?;
+            match t {
+                None => return Ok(Revoked::Gone),
+                Some(t) if marker::leaked_on(t.name_str()).is_some() => {
+                    tracing::info!(token_id = %id, "old token was disabled as leaked: kept as evidence");
+                    return Ok(Revoked::Evidence);
+                }
+                Some(_) => {}
+            }
             if dt_client
                 .delete(&mgr.env, &mgr.token, id, deadline)
                 .await
@@ -479,7 +494,9 @@ pub async fn revoke(
             else {
                 return Ok(Revoked::Gone);
             };
-            if !t.is_enabled() && marker::disabled_on(t.name_str()).is_some() {
+            if marker::leaked_on(t.name_str()).is_some() {
+                Revoked::Evidence
+            } else if !t.is_enabled() && marker::disabled_on(t.name_str()).is_some() {
                 Revoked::AlreadyDisabled
             } else {
                 let update = TokenUpdate {
@@ -974,21 +991,98 @@ pub async fn report_event(
     new_id: &str,
     deadline: Deadline,
 ) {
+    let properties = serde_json::json!({
+        "rotation.oldTokenId": old_id,
+        "rotation.newTokenId": new_id,
+        "rotation.secret": where_,
+    });
+    post_event(
+        dt_client,
+        mgr,
+        format!("API token rotated: {old_id}"),
+        properties,
+        deadline,
+    )
+    .await;
+}
+
+/// Posts the `CUSTOM_INFO` event of a revocation when `events` (`DT_EVENTS=on`) and the
+/// token was disabled or deleted now. Ids and the secret's name only; a failure is logged.
+pub async fn report_revocation(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    events: bool,
+    secret: &str,
+    id: &str,
+    outcome: Revoked,
+    deadline: Deadline,
+) {
+    let how = match outcome {
+        Revoked::Disabled => "disabled",
+        Revoked::Deleted => "deleted",
+        Revoked::AlreadyDisabled | Revoked::Gone | Revoked::Evidence => return,
+    };
+    if !events {
+        return;
+    }
+    let properties = serde_json::json!({
+        "revocation.tokenId": id,
+        "revocation.action": how,
+        "revocation.secret": secret,
+    });
+    post_event(
+        dt_client,
+        mgr,
+        format!("API token {how}: {id}"),
+        properties,
+        deadline,
+    )
+    .await;
+}
+
+/// Posts the `CUSTOM_INFO` event of a leak response (`DT_EVENTS=on`): the token disabled and
+/// the secrets found holding it. Ids and names only; a failure is logged.
+pub async fn report_leak(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    id: &str,
+    secrets: &[String],
+    deadline: Deadline,
+) {
+    let properties = serde_json::json!({
+        "leak.tokenId": id,
+        "leak.secrets": secrets.join(", "),
+    });
+    post_event(
+        dt_client,
+        mgr,
+        format!("Leaked API token disabled: {id}"),
+        properties,
+        deadline,
+    )
+    .await;
+}
+
+/// Posts one `CUSTOM_INFO` event with `properties` (plus the tool's name) to `mgr`'s
+/// environment. Failures are logged, never returned: an event never fails the work it reports.
+async fn post_event(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    title: String,
+    mut properties: serde_json::Value,
+    deadline: Deadline,
+) {
+    properties["tool"] = "dynatrace-token-rotator".into();
     let event = serde_json::json!({
         "eventType": "CUSTOM_INFO",
-        "title": format!("API token rotated: {old_id}"),
-        "properties": {
-            "rotation.oldTokenId": old_id,
-            "rotation.newTokenId": new_id,
-            "rotation.secret": where_,
-            "rotation.tool": "dynatrace-token-rotator",
-        }
+        "title": title,
+        "properties": properties,
     });
     if let Err(e) = dt_client
         .ingest_event(&mgr.env, &mgr.token, &event, deadline)
         .await
     {
-        tracing::warn!(error = %e, "could not post the rotation event");
+        tracing::warn!(error = %e, title = %event["title"], "could not post the Dynatrace event");
     }
 }
 

@@ -97,7 +97,8 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(source: impl Into<String>, error: impl std::fmt::Display) -> Self {
+    /// A problem of `source`, its text cut and redacted.
+    pub(crate) fn new(source: impl Into<String>, error: impl std::fmt::Display) -> Self {
         Self {
             source: source.into(),
             error: redact_text(&error.to_string(), 1000),
@@ -220,6 +221,9 @@ pub(crate) struct Managers {
     pub incomplete: bool,
     /// The logged-in Vault client and the Vault manager, when Vault is configured and works.
     pub vault: Option<(KvClient, Manager)>,
+    /// Where each configured manager token was read from, by id (a Secrets Manager secret
+    /// id, or the Vault manager path): `revoke-leaked` rotates a leaked manager there.
+    pub sources: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads every configured manager (Secrets Manager and Vault).
@@ -266,6 +270,7 @@ pub(crate) async fn load_managers(cleanup: &Cleanup<'_>, deadline: Deadline) -> 
     }
     let mut by_env: Vec<Manager> = Vec::new();
     let mut manager_ids = BTreeSet::new();
+    let mut sources = std::collections::BTreeMap::new();
     for m in all {
         let id = match m.token.derived_id() {
             Some(id) => Some(id),
@@ -288,6 +293,7 @@ pub(crate) async fn load_managers(cleanup: &Cleanup<'_>, deadline: Deadline) -> 
         };
         match id {
             Some(id) => {
+                sources.entry(id.clone()).or_insert_with(|| m.source.clone());
                 manager_ids.insert(id);
             }
             None => incomplete = true,
@@ -302,6 +308,7 @@ pub(crate) async fn load_managers(cleanup: &Cleanup<'_>, deadline: Deadline) -> 
         errors,
         incomplete,
         vault,
+        sources,
     }
 }
 
@@ -353,6 +360,18 @@ pub(crate) struct References {
     pub(crate) current: Vec<StoredToken>,
     /// Previous tokens by id (see [`PreviousToken`]).
     pub(crate) previous: std::collections::BTreeMap<String, PreviousToken>,
+    /// Which secrets reference each token id (any labelled Secrets Manager version; a Vault
+    /// path's latest token and `previousTokenId`): the secrets `revoke-leaked` rotates.
+    pub(crate) holders: std::collections::BTreeMap<String, BTreeSet<Holder>>,
+}
+
+/// A secret that references a token.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Holder {
+    /// A Secrets Manager secret (its ARN).
+    SecretsManager(String),
+    /// A Vault path of the configured mount.
+    Vault(String),
 }
 
 /// The current token of one secret or Vault path, as the audit reports it.
@@ -604,6 +623,12 @@ async fn collect_secrets_manager(
             .extend(marker::secret_keys_secrets_manager(&id));
         refs.deployments
             .insert(marker::deployment_key_secrets_manager(&id));
+        for token in &f.ids {
+            refs.holders
+                .entry(token.clone())
+                .or_default()
+                .insert(Holder::SecretsManager(id.clone()));
+        }
         refs.ids.extend(f.ids);
         refs.current.extend(f.current);
         refs.add_previous(f.previous);
@@ -835,6 +860,12 @@ async fn collect_vault(
                 current,
                 previous,
             }) => {
+                for token in &ids {
+                    refs.holders
+                        .entry(token.clone())
+                        .or_default()
+                        .insert(Holder::Vault(path.clone()));
+                }
                 refs.ids.extend(ids);
                 refs.current.extend(current);
                 refs.add_previous(previous);
@@ -1125,6 +1156,10 @@ pub fn verdict(
     let disabled_on = marker::disabled_on(name);
     if !minted && disabled_on.is_none() {
         return Verdict::NotOurs;
+    }
+    if marker::leaked_on(name).is_some() {
+        // Disabled by `revoke-leaked`: evidence, kept as it is.
+        return Verdict::Keep;
     }
     if is_manager || referenced || token.id.is_none() {
         return Verdict::Keep;

@@ -209,6 +209,10 @@ struct Run<'a> {
     deadline: Deadline,
     /// The environment's tokens when the run started (for the clean-up of old mints).
     snapshot: Vec<ApiToken>,
+    /// This run rotates the manager document itself (`rotate-manager`): the forbidden-scope
+    /// rule does not apply, and old tokens are revoked with the successor (a token cannot
+    /// revoke itself).
+    manager_rotation: bool,
 }
 
 /// Runs a `rotate-vault` action. Returns the summary whenever the run happened (failed paths
@@ -226,33 +230,7 @@ pub async fn run(
     let manager_path = backend.config.manager_path.clone();
     let manager = read_manager(&kv, &manager_path).await?;
     let paths = resolve_paths(&kv, backend, action, &manager_path).await?;
-    let snapshot = if action.dry_run {
-        Vec::new()
-    } else {
-        dt.list(
-            &manager.env,
-            &manager.token,
-            None,
-            "+modifiedDate",
-            deadline,
-        )
-        .await
-        .map_err(|e| RunError::Manager {
-            path: manager_path.clone(),
-            reason: format!("cannot list tokens with it: {e}"),
-        })?
-    };
-    let run = Run {
-        config,
-        dynatrace: dt,
-        kv,
-        scope: backend.scope(),
-        manager,
-        force: action.force,
-        dry_run: action.dry_run,
-        deadline,
-        snapshot,
-    };
+    let run = Run::start(config, dt, backend, kv, manager, action, deadline).await?;
     tracing::info!(
         paths = paths.len(),
         dry_run = action.dry_run,
@@ -269,6 +247,82 @@ pub async fn run(
         .await;
     let summary = Summary::from_results(action.dry_run, results);
     Ok(summary)
+}
+
+/// Runs `rotate-manager`: rotates the manager document at `VAULT_MANAGER_PATH` by the
+/// ordinary recipe (mint with the old manager, prove, CAS-write, read back), always (an
+/// operator action is never "not due"), with the token-management scopes of the old manager
+/// (the forbidden-scope rule does not apply to manager documents); old managers are revoked
+/// per `DT_REVOKE_OLD` **with the successor**. The summary has the one path; an error only
+/// when nothing could run.
+pub async fn rotate_manager(
+    config: &Config,
+    dt: &Dynatrace,
+    backend: &VaultBackend,
+    dry_run: bool,
+    deadline: Deadline,
+) -> Result<Summary, RunError> {
+    let kv = backend.kv.with_deadline(deadline.work_until());
+    kv.session().token_until(deadline.work_until()).await?;
+    kv.ensure_kv_v2().await?;
+    let manager_path = backend.config.manager_path.clone();
+    let manager = read_manager(&kv, &manager_path).await?;
+    let action = VaultAction {
+        action: "rotate-manager".into(),
+        force: true,
+        dry_run,
+        ..VaultAction::default()
+    };
+    let mut run = Run::start(config, dt, backend, kv, manager, &action, deadline).await?;
+    run.manager_rotation = true;
+    tracing::info!(path = %manager_path, dry_run, "rotate-manager run");
+    let result = run.rotate_path(&manager_path).await;
+    let mut summary = Summary::from_results(dry_run, vec![result]);
+    summary.action = "rotate-manager";
+    Ok(summary)
+}
+
+impl<'a> Run<'a> {
+    /// The shared state of a run: the environment's tokens listed once (not in a dry run).
+    async fn start(
+        config: &'a Config,
+        dt: &'a Dynatrace,
+        backend: &VaultBackend,
+        kv: KvClient,
+        manager: Manager,
+        action: &VaultAction,
+        deadline: Deadline,
+    ) -> Result<Self, RunError> {
+        let manager_path = &backend.config.manager_path;
+        let snapshot = if action.dry_run {
+        Vec::new()
+    } else {
+        dt.list(
+            &manager.env,
+            &manager.token,
+            None,
+            "+modifiedDate",
+            deadline,
+        )
+        .await
+        .map_err(|e| RunError::Manager {
+            path: manager_path.clone(),
+            reason: format!("cannot list tokens with it: {e}"),
+        })?
+        };
+        Ok(Run {
+            config,
+            dynatrace: dt,
+            kv,
+            scope: backend.scope(),
+            manager,
+            force: action.force,
+            dry_run: action.dry_run,
+            deadline,
+            snapshot,
+            manager_rotation: false,
+        })
+    }
 }
 
 pub(crate) async fn read_manager(kv: &KvClient, path: &str) -> Result<Manager, RunError> {
@@ -484,10 +538,22 @@ impl Run<'_> {
             Some(f) => f,
             None => rotation::inspect(self.dynatrace, mgr, &doc.token, self.deadline).await?,
         };
+        // A manager document keeps its token-management scopes: the forbidden-scope rule
+        // guards against copying them into an ordinary secret, not into the manager itself.
+        let manager_config;
+        let config = if self.manager_rotation {
+            manager_config = Config {
+                forbidden_scopes: Vec::new(),
+                ..self.config.clone()
+            };
+            &manager_config
+        } else {
+            self.config
+        };
         let marker = Marker::vault(&self.scope, path, version + 1);
         if self.dry_run {
             // The plan refuses what the rotation would refuse (forbidden scopes).
-            rotation::plan(self.config, &facts, &marker, Timestamp::now())?;
+            rotation::plan(config, &facts, &marker, Timestamp::now())?;
             let mut r = PathResult::new(path, PathStatus::WouldRotate, None);
             r.token_id = Some(facts.id);
             return Ok(r);
@@ -499,7 +565,7 @@ impl Run<'_> {
         };
         let replaced = rotation::replace(
             self.dynatrace,
-            self.config,
+            config,
             mgr,
             doc,
             facts,
@@ -537,8 +603,20 @@ impl Run<'_> {
                 ));
             }
         };
+        // The old manager cannot revoke itself: its successor, just proven, does.
+        let successor;
+        let revoker = if self.manager_rotation {
+            successor = Manager {
+                env: mgr.env.clone(),
+                token: created.token.clone(),
+                source: format!("{path} (successor)"),
+            };
+            &successor
+        } else {
+            mgr
+        };
         let revoked = self
-            .revoke_old(mgr, path, version, doc, &facts.id, &created.id)
+            .revoke_old(revoker, path, version, doc, &facts.id, &created.id)
             .await;
         if let Err(e) = revoked {
             // The rotation itself succeeded; a failed revocation is retried by the next run/sweep.
@@ -547,7 +625,7 @@ impl Run<'_> {
         if self.config.events {
             rotation::report_event(
                 self.dynatrace,
-                mgr,
+                revoker,
                 path,
                 &facts.id,
                 &created.id,
