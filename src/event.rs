@@ -315,14 +315,20 @@ fn dry_run(v: &Value) -> Result<bool, EventError> {
     match v.get("dryRun") {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(EventError::Malformed("`dryRun` must be true or false".into())),
+        Some(_) => Err(EventError::Malformed(
+            "`dryRun` must be true or false".into(),
+        )),
     }
 }
 
 /// Decodes `{"action":"revoke-leaked","tokenId"|"token", "dryRun"?}`: exactly one of the two
 /// names the token. A value that is not a token is refused without echoing it.
 fn parse_leak(v: &Value) -> Result<LeakAction, EventError> {
-    only_fields(v, &["action", "tokenId", "token", "dryRun"], "revoke-leaked")?;
+    only_fields(
+        v,
+        &["action", "tokenId", "token", "dryRun"],
+        "revoke-leaked",
+    )?;
     let token = match (v.get("tokenId"), v.get("token")) {
         (Some(_), None) => {
             let id = field(v, "tokenId")?;
@@ -330,7 +336,9 @@ fn parse_leak(v: &Value) -> Result<LeakAction, EventError> {
                 prefix.len() == 6
                     && prefix.starts_with("dt0")
                     && rest.len() == 24
-                    && rest.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+                    && rest
+                        .bytes()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
             });
             if !well_formed {
                 return Err(EventError::Malformed(
@@ -411,7 +419,11 @@ mod tests {
         ] {
             let e = parse(bad.clone()).unwrap_err();
             assert_eq!(e.code(), "MalformedEvent", "{bad}");
-            assert!(!e.to_string().contains(&"S".repeat(64)) && !e.to_string().contains(&"s".repeat(64)), "{e}");
+            assert!(
+                !e.to_string().contains(&"S".repeat(64))
+                    && !e.to_string().contains(&"s".repeat(64)),
+                "{e}"
+            );
         }
         assert!(matches!(
             parse(json!({"action":"rotate-manager","dryRun":true})).unwrap(),

@@ -94,7 +94,8 @@ pub async fn run(
         secrets: Vec::new(),
         errors: managers.errors.clone(),
     };
-    let Some((env_manager, token)) = locate(cleanup, &managers, action, &mut report, deadline).await
+    let Some((env_manager, token)) =
+        locate(cleanup, &managers, action, &mut report, deadline).await
     else {
         report.reason = Some(
             "no configured environment knows this token: nothing was disabled (check the id or value, and that its environment has a configured manager)"
@@ -160,8 +161,12 @@ pub async fn run(
     }
     for s in &report.secrets {
         match s.status {
-            "failed" => tracing::error!(token_id = %id, secret = %s.secret, reason = ?s.reason, error_type = "LeakRotationFailed", "revoke-leaked: a secret holding the leaked token was not rotated; rotate it by hand"),
-            status => tracing::info!(token_id = %id, secret = %s.secret, status, "revoke-leaked: secret"),
+            "failed" => {
+                tracing::error!(token_id = %id, secret = %s.secret, reason = ?s.reason, error_type = "LeakRotationFailed", "revoke-leaked: a secret holding the leaked token was not rotated; rotate it by hand")
+            }
+            status => {
+                tracing::info!(token_id = %id, secret = %s.secret, status, "revoke-leaked: secret")
+            }
         }
     }
     if report.disabled && cleanup.config.events {
@@ -257,8 +262,18 @@ async fn rotate_leaked_manager(
         .await;
         let result = match summary {
             Ok(mut s) if !s.results.is_empty() => s.results.remove(0),
-            Ok(_) => return (SecretOutcome::new(secret, "failed", Some("no result".into())), None),
-            Err(e) => return (SecretOutcome::new(secret, "failed", Some(e.to_string())), None),
+            Ok(_) => {
+                return (
+                    SecretOutcome::new(secret, "failed", Some("no result".into())),
+                    None,
+                );
+            }
+            Err(e) => {
+                return (
+                    SecretOutcome::new(secret, "failed", Some(e.to_string())),
+                    None,
+                );
+            }
         };
         let outcome = path_outcome(&result.path, &result.status, result.reason.clone());
         if result.status != PathStatus::Rotated {
@@ -267,10 +282,17 @@ async fn rotate_leaked_manager(
         return match vault_rotate::read_manager(kv, source).await {
             Ok(m) if m.token.derived_id().as_deref() != Some(leaked_id) => (outcome, Some(m)),
             Ok(_) => (
-                SecretOutcome::new(secret, "failed", Some("the manager path still holds the leaked token after its rotation".into())),
+                SecretOutcome::new(
+                    secret,
+                    "failed",
+                    Some("the manager path still holds the leaked token after its rotation".into()),
+                ),
                 None,
             ),
-            Err(e) => (SecretOutcome::new(secret, "failed", Some(e.to_string())), None),
+            Err(e) => (
+                SecretOutcome::new(secret, "failed", Some(e.to_string())),
+                None,
+            ),
         };
     }
     // A Secrets Manager manager secret: Secrets Manager rotates it (this function's four
@@ -313,15 +335,42 @@ async fn rotate_leaked_manager(
 
 /// Starts the rotation of a Secrets Manager secret (`RotateSecret` with its configured
 /// rotation; Secrets Manager then invokes the four steps).
-async fn rotate_secrets_manager(cleanup: &Cleanup<'_>, secret: &str, dry_run: bool) -> SecretOutcome {
+async fn rotate_secrets_manager(
+    cleanup: &Cleanup<'_>,
+    secret: &str,
+    dry_run: bool,
+) -> SecretOutcome {
     use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
     if dry_run {
         return SecretOutcome::new(secret, "would-rotate", None);
     }
+    // The function ARN is passed back as configured (RotateSecret keeps the schedule): an
+    // emulator without it would make an empty version current at once.
+    let function = match cleanup
+        .secrets_manager
+        .describe_secret()
+        .secret_id(secret)
+        .send()
+        .await
+    {
+        Ok(d) => d.rotation_lambda_arn,
+        Err(e) => {
+            return SecretOutcome::new(
+                secret,
+                "failed",
+                Some(format!(
+                    "DescribeSecret: {}: {}; rotate it by hand",
+                    e.code().unwrap_or("Unknown"),
+                    crate::secret::redact_text(e.message().unwrap_or("no message"), 300)
+                )),
+            );
+        }
+    };
     match cleanup
         .secrets_manager
         .rotate_secret()
         .secret_id(secret)
+        .set_rotation_lambda_arn(function)
         .send()
         .await
     {
@@ -330,7 +379,10 @@ async fn rotate_secrets_manager(cleanup: &Cleanup<'_>, secret: &str, dry_run: bo
             SecretOutcome::new(
                 secret,
                 "rotation-started",
-                Some("Secrets Manager runs the four steps now; a failure shows as RotationFailed".into()),
+                Some(
+                    "Secrets Manager runs the four steps now; a failure shows as RotationFailed"
+                        .into(),
+                ),
             )
         }
         Err(e) => SecretOutcome::new(
@@ -362,7 +414,15 @@ async fn rotate_vault(
         force: true,
         dry_run,
     };
-    match vault_rotate::run(cleanup.config, cleanup.dynatrace, backend, &action, deadline).await {
+    match vault_rotate::run(
+        cleanup.config,
+        cleanup.dynatrace,
+        backend,
+        &action,
+        deadline,
+    )
+    .await
+    {
         Ok(summary) => summary
             .results
             .into_iter()

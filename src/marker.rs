@@ -274,7 +274,11 @@ mod tests {
         let name = leaked_name("app1 [dtr:1a2b3c5f0c1a2b3c:v3]", day);
         assert_eq!(name, "app1 [dtr:1a2b3c5f0c1a2b3c:v3] [leaked 2026-12-02]");
         assert_eq!(leaked_on(&name), Some(day));
-        assert_eq!(disabled_on(&name), None, "the sweep's grace period never starts");
+        assert_eq!(
+            disabled_on(&name),
+            None,
+            "the sweep's grace period never starts"
+        );
         assert_eq!(leaked_name(&name, "2027-01-01".parse().unwrap()), name);
         assert_eq!(base_name("app1 [leaked 2026-12-02]"), "app1");
         assert_eq!(leaked_on("app1"), None);

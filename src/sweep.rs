@@ -293,7 +293,9 @@ pub(crate) async fn load_managers(cleanup: &Cleanup<'_>, deadline: Deadline) -> 
         };
         match id {
             Some(id) => {
-                sources.entry(id.clone()).or_insert_with(|| m.source.clone());
+                sources
+                    .entry(id.clone())
+                    .or_insert_with(|| m.source.clone());
                 manager_ids.insert(id);
             }
             None => incomplete = true,

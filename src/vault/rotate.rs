@@ -295,20 +295,20 @@ impl<'a> Run<'a> {
     ) -> Result<Self, RunError> {
         let manager_path = &backend.config.manager_path;
         let snapshot = if action.dry_run {
-        Vec::new()
-    } else {
-        dt.list(
-            &manager.env,
-            &manager.token,
-            None,
-            "+modifiedDate",
-            deadline,
-        )
-        .await
-        .map_err(|e| RunError::Manager {
-            path: manager_path.clone(),
-            reason: format!("cannot list tokens with it: {e}"),
-        })?
+            Vec::new()
+        } else {
+            dt.list(
+                &manager.env,
+                &manager.token,
+                None,
+                "+modifiedDate",
+                deadline,
+            )
+            .await
+            .map_err(|e| RunError::Manager {
+                path: manager_path.clone(),
+                reason: format!("cannot list tokens with it: {e}"),
+            })?
         };
         Ok(Run {
             config,
