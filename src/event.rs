@@ -391,6 +391,47 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn every_sample_event_parses_as_the_invocation_its_name_says() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let name = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            let inv = parse(v).unwrap_or_else(|e| panic!("events/{name}.json: {e}"));
+            let action = inv.action_name();
+            let dry = name.ends_with("dry-run");
+            let expected = match name.trim_end_matches("-dry-run") {
+                "secrets-manager-create" => "createSecret",
+                "secrets-manager-set" => "setSecret",
+                "secrets-manager-test" => "testSecret",
+                "secrets-manager-finish" => "finishSecret",
+                "vault-rotate" | "vault-rotate-prefix" | "eventbridge-scheduled" => "rotate-vault",
+                "sqs-rotate-vault" => "sqs",
+                other => other,
+            };
+            assert_eq!(action, expected, "events/{name}.json");
+            let is_dry = match &inv {
+                Invocation::RotateVault(a) => a.dry_run,
+                Invocation::RevokeLeaked(a) => a.dry_run,
+                Invocation::RotateManager { dry_run } => *dry_run,
+                Invocation::Sweep { dry_run } => *dry_run,
+                _ => false,
+            };
+            assert_eq!(is_dry, dry, "events/{name}.json: dryRun");
+            seen += 1;
+        }
+        assert!(
+            seen >= 15,
+            "only {seen} sample events found in {}",
+            dir.display()
+        );
+    }
+
+    #[test]
     fn a_leak_is_named_by_id_or_by_value_and_the_value_is_never_echoed() {
         let value = format!("dt0c01.{}.{}", "A".repeat(24), "S".repeat(64));
         let Invocation::RevokeLeaked(a) =

@@ -335,6 +335,28 @@ pub async fn run_step(
         secret: secret.to_owned(),
         source,
     };
+    // A manager secret (one of DT_MANAGER_SECRET_IDS) rotates by the same recipe, except that
+    // it keeps its token-management scopes (the forbidden-scope rule guards ordinary secrets)
+    // and that the old manager mints its successor, which then revokes old managers (a token
+    // cannot revoke itself).
+    let is_manager = names_manager_secret(ctx.config, &desc);
+    let manager_config;
+    let manager_ctx;
+    let ctx = if is_manager {
+        manager_config = Config {
+            forbidden_scopes: Vec::new(),
+            ..ctx.config.clone()
+        };
+        manager_ctx = SecretsManagerContext {
+            config: &manager_config,
+            ..*ctx
+        };
+        &manager_ctx
+    } else {
+        ctx
+    };
+    let own_manager =
+        |doc: &SecretDocument| Manager::from_document(doc.clone(), secret).map_err(rot);
     let missing = || SecretsManagerError::PendingMissing {
         secret: secret.to_owned(),
         version: version.to_owned(),
@@ -354,9 +376,15 @@ pub async fn run_step(
                 report.token_id = p.token_id_hint();
                 return Ok(report);
             }
-            let mgr = managers
-                .select(current.environment_url.as_deref())
-                .map_err(rot)?;
+            let old_manager;
+            let mgr = if is_manager {
+                old_manager = own_manager(&current)?;
+                &old_manager
+            } else {
+                managers
+                    .select(current.environment_url.as_deref())
+                    .map_err(rot)?
+            };
             report.token_id = Some(create(ctx, req, &described, mgr, &current, deadline).await?);
             report.status = "created";
         }
@@ -401,9 +429,15 @@ pub async fn run_step(
         }
         Step::Finish => {
             let pending = pending.ok_or_else(missing)?;
-            let mgr = managers
-                .select(pending.environment_url.as_deref())
-                .map_err(rot)?;
+            let successor;
+            let mgr = if is_manager {
+                successor = own_manager(&pending)?;
+                &successor
+            } else {
+                managers
+                    .select(pending.environment_url.as_deref())
+                    .map_err(rot)?
+            };
             let (new_id, revoked) =
                 finish(ctx, req, &described, mgr, &current, &pending, deadline).await?;
             report.token_id = Some(new_id);
@@ -412,6 +446,28 @@ pub async fn run_step(
         }
     }
     Ok(report)
+}
+
+/// Whether the described secret is one of `DT_MANAGER_SECRET_IDS` (named by ARN, partial
+/// ARN or name).
+fn names_manager_secret(
+    config: &Config,
+    desc: &aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput,
+) -> bool {
+    config.manager_secret_ids.iter().any(|id| {
+        desc.name() == Some(id.as_str())
+            || desc
+                .arn()
+                .is_some_and(|arn| arn == id || is_partial_arn_of(id, arn))
+    })
+}
+
+/// Whether `id` is `arn` without the six random characters Secrets Manager appends.
+fn is_partial_arn_of(id: &str, arn: &str) -> bool {
+    id.starts_with("arn:")
+        && arn.len() == id.len() + 7
+        && arn.starts_with(id)
+        && arn.as_bytes()[id.len()] == b'-'
 }
 
 /// Whether a Secrets Manager failure leaves the outcome of the call unknown (timeout, lost
@@ -960,6 +1016,24 @@ async fn remove_pending(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_partial_arn_names_only_its_own_secret() {
+        let arn = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:dt/manager-AbCdEf";
+        assert!(is_partial_arn_of(
+            "arn:aws:secretsmanager:eu-west-1:111122223333:secret:dt/manager",
+            arn
+        ));
+        assert!(!is_partial_arn_of(
+            "arn:aws:secretsmanager:eu-west-1:111122223333:secret:dt/man",
+            arn
+        ));
+        assert!(!is_partial_arn_of(
+            "arn:aws:secretsmanager:eu-west-1:111122223333:secret:dt/manager",
+            "arn:aws:secretsmanager:eu-west-1:111122223333:secret:dt/manager-2-AbCdEf"
+        ));
+    }
+
     use super::*;
     use aws_sdk_secretsmanager::error::{ErrorMetadata, SdkError};
     use aws_sdk_secretsmanager::operation::put_secret_value::PutSecretValueError;

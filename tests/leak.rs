@@ -355,3 +355,68 @@ async fn a_leaked_vault_manager_is_rotated_first_then_disabled_by_its_successor(
     assert_eq!(r["rotated"], 1, "{r}");
     w.assert_no_leaks();
 }
+
+#[tokio::test]
+async fn a_secrets_manager_manager_secret_rotates_through_the_four_steps() {
+    let w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
+    let (app, _) = w.app_secret(json!({})).await;
+    let m1 = w.manager.id.clone();
+    w.rotate(&w.manager_secret).await;
+    let m2 = w
+        .token_id_at(&w.manager_secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
+    assert_ne!(m2, m1);
+    let mut scopes = w.token(&m2).scopes;
+    scopes.sort();
+    let mut old_scopes = w.token(&m1).scopes;
+    old_scopes.sort();
+    assert_eq!(
+        scopes, old_scopes,
+        "the forbidden-scope rule does not apply to a manager"
+    );
+    assert!(
+        w.token(&m1).enabled,
+        "next-rotation: the old manager overlaps"
+    );
+    // The new manager serves ordinary rotations.
+    w.rotate(&app).await;
+    w.rotate(&w.manager_secret).await;
+    let m3 = w
+        .token_id_at(&w.manager_secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
+    assert!(
+        !w.token(&m1).enabled,
+        "two generations old: revoked, by another token"
+    );
+    assert!(w.token(&m2).enabled && w.token(&m3).enabled);
+    let app_current = w
+        .token_id_at(&app, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
+    assert!(w.token(&app_current).enabled);
+    w.assert_no_leaks();
+}
+
+#[tokio::test]
+async fn under_immediately_the_successor_revokes_the_manager_it_replaces() {
+    let w = World::new(&[
+        ("AWS_LAMBDA_FUNCTION_NAME", FUNCTION),
+        ("DT_REVOKE_OLD", "immediately"),
+    ])
+    .await;
+    let m1 = w.manager.id.clone();
+    w.rotate(&w.manager_secret).await;
+    let m2 = w
+        .token_id_at(&w.manager_secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
+    // Only m2 can have disabled m1: Dynatrace refuses a token disabling itself.
+    assert!(
+        !w.token(&m1).enabled,
+        "the old manager is revoked at finish"
+    );
+    assert!(w.token(&m2).enabled);
+    w.assert_no_leaks();
+}

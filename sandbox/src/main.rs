@@ -158,6 +158,9 @@ async fn demo() -> Result<()> {
         report = vault_rotation(&bao, &lambda, &emulator, &vault_apps).await;
     }
     if report.is_ok() {
+        report = leak_response(&bao, &lambda, &emulator, &vault_apps).await;
+    }
+    if report.is_ok() {
         // every token value the emulator ever issued (seeded and minted), and the Vault token
         let mut secrets = emulator.issued_values();
         secrets.push(bao.root_token().to_string());
@@ -515,6 +518,77 @@ async fn vault_rotation(
     } else {
         Err(Error::new(format!(
             "the Vault rotation result is wrong:\n  - {}",
+            problems.join("\n  - ")
+        )))
+    }
+}
+
+/// Incident response: the current token of the first Vault app leaks. `revoke-leaked`, given
+/// the value, disables it at once (renamed ` [leaked …]`, kept as evidence) and rotates the
+/// path holding it now, although it is not due.
+async fn leak_response(
+    bao: &Bao,
+    lambda: &CargoLambda,
+    emulator: &Emulator,
+    apps: &[(&str, dynatrace_emulator::Seeded)],
+) -> Result<()> {
+    let (path, _) = &apps[0];
+    let (version, doc) = bao
+        .kv_get("secret", path)
+        .await?
+        .ok_or_else(|| Error::new(format!("secret/{path} is missing")))?;
+    let leaked_id = doc["tokenId"].as_str().unwrap_or("").to_owned();
+    say(&format!(
+        "leak response: the current token of secret/{path} ({leaked_id}) leaked; invoke revoke-leaked with its value"
+    ));
+    // The value goes only into the event; the answer and the log name the id.
+    let event = serde_json::json!({"action": "revoke-leaked", "token": doc["token"]});
+    let response = lambda.invoke(&event.to_string()).await.map_err(|e| {
+        Error::new(format!(
+            "revoke-leaked failed: {e}\n---- function log (tail) ----\n{}",
+            lambda.log_tail()
+        ))
+    })?;
+    println!("    answer {}", one_line(&response));
+    let answer: Value = serde_json::from_str(&response)?;
+    let (new_version, new_doc) = bao
+        .kv_get("secret", path)
+        .await?
+        .ok_or_else(|| Error::new(format!("secret/{path} is missing")))?;
+    let new_id = new_doc["tokenId"].as_str().unwrap_or("").to_owned();
+    let leaked = emulator.token(&leaked_id);
+    println!(
+        "    leaked token {leaked_id}: {}\n    secret/{path}  version {new_version}, tokenId {new_id}, previousTokenId {}",
+        leaked
+            .as_ref()
+            .map(|t| format!("enabled={}, name {:?}", t.enabled, t.name))
+            .unwrap_or_else(|| "deleted".into()),
+        new_doc["previousTokenId"].as_str().unwrap_or("-"),
+    );
+    let mut problems = Vec::new();
+    if answer["tokenId"].as_str() != Some(leaked_id.as_str()) || answer["disabled"] != true {
+        problems.push("the answer does not report the leaked token disabled".to_owned());
+    }
+    match &leaked {
+        Some(t) if !t.enabled && t.name.contains(" [leaked ") => {}
+        _ => problems.push("the leaked token is not disabled and renamed [leaked …]".into()),
+    }
+    if new_version != version + 1 || new_id.is_empty() || new_id == leaked_id {
+        problems.push(format!(
+            "secret/{path} was not rotated away from the leaked token"
+        ));
+    }
+    if !emulator.token(&new_id).is_some_and(|t| t.enabled) {
+        problems.push(format!("the new token of secret/{path} is not enabled"));
+    }
+    if problems.is_empty() {
+        println!(
+            "\n  OK: the leaked token is disabled and kept as evidence; secret/{path} already holds its successor."
+        );
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "the leak response is wrong:\n  - {}",
             problems.join("\n  - ")
         )))
     }
