@@ -859,7 +859,7 @@ async fn revoke_proven(
     let owner = marker::secret_key_secrets_manager(&described.arn);
     let mut revoked = Vec::new();
     for id in targets.revoke {
-        rotation::revoke(
+        let outcome = rotation::revoke(
             ctx.dynatrace,
             mgr,
             &id,
@@ -869,6 +869,17 @@ async fn revoke_proven(
             deadline,
         )
         .await?;
+        let events = ctx.config.events;
+        rotation::report_revocation(
+            ctx.dynatrace,
+            mgr,
+            events,
+            &described.arn,
+            &id,
+            outcome,
+            deadline,
+        )
+        .await;
         revoked.push(id);
     }
     Ok(revoked)

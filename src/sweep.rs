@@ -353,8 +353,8 @@ pub(crate) struct References {
     /// deleted secret (audit `orphanedMinted`).
     deployments: BTreeSet<String>,
     /// Tokens two generations old whose revocation a rotation left undone, proven by value,
-    /// with the secret key they belong to: disabled by the sweep.
-    overdue: std::collections::BTreeMap<String, String>,
+    /// with the secret key they belong to and the secret's name: disabled by the sweep.
+    overdue: std::collections::BTreeMap<String, (String, String)>,
     /// What could not be read, and its consequence.
     pub(crate) errors: Vec<Problem>,
     /// The current token of each secret and path read (for the audit's `danglingSecrets` and
@@ -872,7 +872,8 @@ async fn collect_vault(
                 refs.current.extend(current);
                 refs.add_previous(previous);
                 if let Some(id) = overdue {
-                    refs.overdue.insert(id, key.clone());
+                    refs.overdue
+                        .insert(id, (key.clone(), format!("vault:{path}")));
                 }
                 if let Some(v) = latest {
                     refs.vault_latest.insert(key, v);
@@ -1247,7 +1248,7 @@ async fn sweep_environment(
             tracing::info!(token_id = %id, "sweep: not attributable to a secret this sweep read; kept");
             v = Verdict::Keep;
         }
-        if let Some(owner) = refs.overdue.get(&id)
+        if let Some((owner, secret)) = refs.overdue.get(&id)
             && t.is_enabled()
             && !refs.ids.contains(&id)
             && !manager_ids.contains(&id)
@@ -1270,6 +1271,17 @@ async fn sweep_environment(
             {
                 Ok(Revoked::Disabled) => {
                     tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled a token two generations old that a rotation left enabled");
+                    let events = cleanup.config.events;
+                    rotation::report_revocation(
+                        dt,
+                        mgr,
+                        events,
+                        secret,
+                        &id,
+                        Revoked::Disabled,
+                        deadline,
+                    )
+                    .await;
                     summary.disabled.push(id);
                 }
                 Ok(_) => {}
@@ -1316,8 +1328,19 @@ async fn sweep_environment(
                 match rotation::revoke(dt, mgr, &id, Some(&previous.key), action, today, deadline)
                     .await
                 {
-                    Ok(Revoked::Disabled | Revoked::Deleted) => {
+                    Ok(outcome @ (Revoked::Disabled | Revoked::Deleted)) => {
                         tracing::info!(secret = %previous.secret, token_id = %id, "sweep: revoked a previous token unused since its successor's promotion (when-unused)");
+                        let events = cleanup.config.events;
+                        rotation::report_revocation(
+                            dt,
+                            mgr,
+                            events,
+                            &previous.secret,
+                            &id,
+                            outcome,
+                            deadline,
+                        )
+                        .await;
                         listed(summary, id);
                     }
                     Ok(_) => {}

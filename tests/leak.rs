@@ -3,7 +3,9 @@
 //! deleted or renamed again by a rotation or a sweep), every secret holding it as current or
 //! previous is rotated, a token no secret holds is disabled and reported, an unknown one
 //! changes nothing, a dry run changes nothing, and a leaked manager is rotated first and then
-//! disabled by its successor. The leak checks cover the leaked value itself.
+//! disabled by its successor. The leak checks cover the leaked value itself. With
+//! `DT_EVENTS=on`, rotations, revocations and leak responses post Dynatrace events, and a
+//! failing events endpoint fails nothing.
 
 mod support;
 
@@ -419,4 +421,89 @@ async fn under_immediately_the_successor_revokes_the_manager_it_replaces() {
     );
     assert!(w.token(&m2).enabled);
     w.assert_no_leaks();
+}
+
+/// The `CUSTOM_INFO` events the emulator received with `title` starting with `prefix`.
+fn events_titled(emu: &dynatrace_emulator::Emulator, prefix: &str) -> Vec<Value> {
+    emu.events()
+        .into_iter()
+        .filter(|e| e["title"].as_str().is_some_and(|t| t.starts_with(prefix)))
+        .collect()
+}
+
+#[tokio::test]
+async fn events_report_rotations_revocations_and_leaks_in_both_backends() {
+    // Secrets Manager: the second rotation disables the original token.
+    let w = World::new(&[("DT_EVENTS", "on"), ("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
+    let (secret, original) = w.app_secret(json!({})).await;
+    w.rotate(&secret).await;
+    w.rotate(&secret).await;
+    assert!(!w.token(&original.id).enabled);
+    let described = w
+        .secrets_manager
+        .describe_secret()
+        .secret_id(&secret)
+        .send();
+    let arn = described.await.unwrap().arn().unwrap().to_owned();
+    let revoked = events_titled(&w.emu, "API token disabled");
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0]["eventType"], "CUSTOM_INFO");
+    assert_eq!(
+        revoked[0]["properties"]["revocation.tokenId"],
+        original.id.as_str()
+    );
+    assert_eq!(revoked[0]["properties"]["revocation.secret"], arn.as_str());
+    assert_eq!(events_titled(&w.emu, "API token rotated").len(), 2);
+    // A leak response posts its own event naming the secrets it found.
+    let current = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
+    let out = w
+        .invoke(json!({"action": "revoke-leaked", "tokenId": current}))
+        .await
+        .unwrap();
+    assert_eq!(out["disabled"], true, "{out}");
+    let leaks = events_titled(&w.emu, "Leaked API token disabled");
+    assert_eq!(leaks.len(), 1, "{leaks:?}");
+    assert_eq!(leaks[0]["properties"]["leak.tokenId"], current.as_str());
+    assert!(
+        leaks[0]["properties"]["leak.secrets"]
+            .as_str()
+            .unwrap()
+            .contains(arn.as_str()),
+        "{leaks:?}"
+    );
+    w.assert_no_leaks();
+
+    // Vault: the same on a path, and a failing events endpoint never fails the rotation.
+    let v = VaultWorld::new(&[("DT_EVENTS", "on")]).await;
+    let (path, first) = v.app("app1", json!({})).await;
+    v.rotate(&[&path], true, false).await;
+    v.emu.add_fault(dynatrace_emulator::FaultRule::new(
+        "POST",
+        dynatrace_emulator::PathMatch::Prefix("/api/v2/events".into()),
+        dynatrace_emulator::FaultKind::status(500),
+    ));
+    let r = v.rotate(&[&path], true, false).await;
+    assert_eq!(r["rotated"], 1, "a failed event fails nothing: {r}");
+    assert!(
+        !v.token(&first.id).enabled,
+        "revoked although its event failed"
+    );
+    v.emu.clear_faults();
+    let r = v.rotate(&[&path], true, false).await;
+    assert_eq!(r["rotated"], 1, "{r}");
+    let revoked = events_titled(&v.emu, "API token disabled");
+    assert_eq!(
+        revoked.len(),
+        1,
+        "only the revocation whose event got through: {revoked:?}"
+    );
+    assert_eq!(
+        revoked[0]["properties"]["revocation.secret"],
+        format!("vault:{path}").as_str()
+    );
+    assert_eq!(events_titled(&v.emu, "API token rotated").len(), 2);
+    v.assert_no_leaks();
 }

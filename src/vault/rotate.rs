@@ -754,7 +754,7 @@ impl Run<'_> {
             tracing::warn!(path, token_id = %id, "not revoking previousTokenId: no earlier version of this path holds a value that looks up to it and it carries no marker of this path");
         }
         for id in targets.revoke {
-            rotation::revoke(
+            let outcome = rotation::revoke(
                 self.dynatrace,
                 mgr,
                 &id,
@@ -764,6 +764,17 @@ impl Run<'_> {
                 self.deadline,
             )
             .await?;
+            let (events, secret) = (self.config.events, format!("vault:{path}"));
+            rotation::report_revocation(
+                self.dynatrace,
+                mgr,
+                events,
+                &secret,
+                &id,
+                outcome,
+                self.deadline,
+            )
+            .await;
         }
         Ok(())
     }
