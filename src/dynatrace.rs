@@ -3,28 +3,32 @@
 //!
 //! * `429` and `5xx` are retried with jittered exponential back-off (from `backon`),
 //!   honouring `Retry-After` when sent, and never past the invocation's [`Deadline`];
-//! * a `429` pauses *every* request to that environment (one back-off shared by all
-//!   concurrent rotations), so a storm slows a run down instead of failing paths;
+//! * every request holds a slot of its environment's window of calls in flight
+//!   ([`crate::throttle`], `ROTATION_CONCURRENCY`) while it is on the wire; a `429` halves
+//!   the window and a `Retry-After` pauses *every* request to that environment, so a storm
+//!   slows a run down instead of failing paths;
 //! * transport errors are retried only for idempotent calls: a lost response to a create
 //!   may have minted a token, which only the caller can clean up (by its marker);
 //! * redirects are never followed, so the `Authorization` header cannot reach another origin.
 //!
 //! Token values travel only in the `Authorization` header and in JSON bodies, never in URLs.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::deadline::Deadline;
 use crate::environment::EnvironmentUrl;
 use crate::secret::{TokenValue, redact_text};
+use crate::throttle::{NoSlot, Windows};
+
+/// Calls in flight per environment when not configured (`ROTATION_CONCURRENCY`'s default).
+pub const DEFAULT_IN_FLIGHT: usize = 8;
 
 /// Retry and timeout settings. The defaults suit Lambda; tests shorten the delays.
 #[derive(Debug, Clone)]
@@ -278,13 +282,13 @@ impl DtError {
 }
 
 /// The Dynatrace client: one per execution environment, cheap to clone, shared by all
-/// rotations (the per-environment back-off lives here).
+/// rotations (the per-environment windows of calls in flight live here).
 #[derive(Clone)]
 pub struct Dynatrace {
     http: reqwest::Client,
     retry: Arc<RetrySettings>,
-    /// Per environment: no request before this instant (set by `429`).
-    paused_until: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Per environment: the calls in flight, adapted to `429`s, and `Retry-After` pauses.
+    windows: Arc<Windows>,
     /// Called before every request is sent (tests use it to simulate a crash between calls).
     before_send: Option<CallHook>,
 }
@@ -314,9 +318,21 @@ impl Dynatrace {
         Ok(Self {
             http,
             retry: Arc::new(retry),
-            paused_until: Arc::default(),
+            windows: Arc::new(Windows::new(DEFAULT_IN_FLIGHT)),
             before_send: None,
         })
+    }
+
+    /// The same client with windows of at most `max` calls in flight per environment
+    /// (`ROTATION_CONCURRENCY`).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.windows = Arc::new(Windows::new(max));
+        self
+    }
+
+    /// The most calls in flight per environment.
+    pub fn max_in_flight(&self) -> usize {
+        self.windows.max()
     }
 
     /// The same client calling `hook` before every request it sends: a test seam to stop a
@@ -583,9 +599,19 @@ impl Dynatrace {
             .build();
         let mut attempt = 0;
         let mut unclear_before = false;
+        let window = self.windows.of(env.as_str());
         loop {
             attempt += 1;
-            self.wait_for_pause(env, op, deadline).await?;
+            let slot = window.acquire(deadline).await.map_err(|why| DtError::Unavailable {
+                op,
+                status: 429,
+                attempts: attempt - 1,
+                message: match why {
+                    NoSlot::Paused => "the environment is throttling and the invocation has no time left to wait",
+                    NoSlot::Busy => "every slot of the environment's window stayed busy until the deadline",
+                }
+                .into(),
+            })?;
             if let Some(hook) = &self.before_send {
                 hook(op);
             }
@@ -593,6 +619,7 @@ impl Dynatrace {
             let result = make(&self.http).timeout(timeout).send().await;
             let (status, message, retry_after) = match result {
                 Err(e) => {
+                    drop(slot);
                     let detail = describe_transport(&e);
                     let ambiguous = !e.is_connect();
                     match delays.next() {
@@ -628,6 +655,7 @@ impl Dynatrace {
                             });
                         }
                         Err(crate::body::BodyError::Transport(e)) => {
+                            drop(slot);
                             let detail = describe_transport(&e);
                             match delays.next() {
                                 Some(d) if retry_transport && deadline.allows(d) => {
@@ -653,6 +681,15 @@ impl Dynatrace {
                     if (300..400).contains(&status) {
                         return Err(DtError::Redirect { op, status });
                     }
+                    if status == 429 {
+                        window.throttled(
+                            &slot,
+                            retry_after.map(|d| d.min(self.retry.max_retry_after)),
+                        );
+                    } else {
+                        window.succeeded();
+                    }
+                    drop(slot);
                     if status != 429 && !(500..600).contains(&status) {
                         return Ok(reply);
                     }
@@ -668,10 +705,7 @@ impl Dynatrace {
             };
             match wait {
                 Some(d) if deadline.allows(d) => {
-                    tracing::warn!(op, env = %env, status, attempt, wait_ms = d.as_millis() as u64, "Dynatrace throttled or failed; backing off");
-                    if status == 429 {
-                        self.pause(env, d);
-                    }
+                    tracing::warn!(op, env = %env, status, attempt, wait_ms = d.as_millis() as u64, window = window.size(), "Dynatrace throttled or failed; backing off");
                     tokio::time::sleep(d).await;
                 }
                 _ => {
@@ -684,42 +718,6 @@ impl Dynatrace {
                 }
             }
         }
-    }
-
-    fn pause(&self, env: &EnvironmentUrl, d: Duration) {
-        let until = Instant::now() + d;
-        let mut map = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = map.entry(env.as_str().to_owned()).or_insert(until);
-        if *slot < until {
-            *slot = until;
-        }
-    }
-
-    async fn wait_for_pause(
-        &self,
-        env: &EnvironmentUrl,
-        op: &'static str,
-        deadline: Deadline,
-    ) -> Result<(), DtError> {
-        let until = {
-            let map = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
-            map.get(env.as_str()).copied()
-        };
-        if let Some(until) = until {
-            let wait = until.saturating_duration_since(Instant::now());
-            if !wait.is_zero() {
-                if !deadline.allows(wait) {
-                    return Err(DtError::Unavailable {
-                        op,
-                        status: 429,
-                        attempts: 0,
-                        message: "the environment is throttling and the invocation has no time left to wait".into(),
-                    });
-                }
-                tokio::time::sleep(wait).await;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -23,4 +23,5 @@ pub mod rotation;
 pub mod secret;
 pub mod secrets_manager;
 pub mod sweep;
+pub mod throttle;
 pub mod vault;

@@ -30,10 +30,12 @@ async fn init() -> Result<Deps, HandlerError> {
         Some(v) => Some(VaultBackend::new(v, aws.credentials_provider())?),
         None => None,
     };
-    let dynatrace = Dynatrace::new(RetrySettings::default()).map_err(|e| HandlerError {
-        error_type: "ConfigError",
-        message: format!("cannot build the Dynatrace HTTP client: {e}"),
-    })?;
+    let dynatrace = Dynatrace::new(RetrySettings::default())
+        .map_err(|e| HandlerError {
+            error_type: "ConfigError",
+            message: format!("cannot build the Dynatrace HTTP client: {e}"),
+        })?
+        .with_max_in_flight(config.rotation_concurrency);
     Ok(Deps {
         vault,
         config,

@@ -665,3 +665,56 @@ async fn a_refusal_after_an_unclear_write_keeps_the_token_when_the_read_back_fai
     w.assert_invariants(&[a]).await;
     w.assert_no_leaks();
 }
+
+/// `ROTATION_CONCURRENCY` bounds the Dynatrace calls in flight per environment (not paths):
+/// with the emulator serving exactly that many at once, a 40-path run keeps the environment
+/// busy (more than one path per slot in progress) and is never shed.
+#[tokio::test]
+async fn rotation_concurrency_bounds_dynatrace_calls_in_flight_not_paths() {
+    let w = VaultWorld::new(&[("ROTATION_CONCURRENCY", "4")]).await;
+    let mut paths = Vec::new();
+    for i in 0..40 {
+        paths.push(w.app(&format!("fleet/app{i:02}"), json!({})).await.0);
+    }
+    w.emu.set_latency(std::time::Duration::from_millis(10));
+    w.emu.set_capacity(Some(4));
+    let out = w
+        .invoke(json!({"action": "rotate-vault", "prefix": format!("{}/dynatrace/fleet", w.root)}))
+        .await
+        .unwrap();
+    assert_eq!(out["rotated"], 40, "{out}");
+    let load = w.emu.load();
+    assert_eq!(load.shed, 0, "never more than 4 calls in flight");
+    assert_eq!(load.peak_in_flight, 4, "the window was used in full");
+    w.emu.set_capacity(None);
+    w.assert_invariants(&paths).await;
+}
+
+/// A window larger than the environment serves adapts: the run is shed a few times, halves
+/// its window and finishes every path, where a fixed 16 against a capacity of 4 would shed
+/// most calls and exhaust their retries.
+#[tokio::test]
+async fn the_window_shrinks_to_what_the_environment_serves() {
+    let w = VaultWorld::new(&[("ROTATION_CONCURRENCY", "16")]).await;
+    let mut paths = Vec::new();
+    for i in 0..40 {
+        paths.push(w.app(&format!("fleet/app{i:02}"), json!({})).await.0);
+    }
+    w.emu.set_latency(std::time::Duration::from_millis(10));
+    w.emu.set_capacity(Some(4));
+    let out = w
+        .invoke(json!({"action": "rotate-vault", "prefix": format!("{}/dynatrace/fleet", w.root)}))
+        .await
+        .unwrap();
+    assert_eq!(out["rotated"], 40, "{out}");
+    let load = w.emu.load();
+    let calls = w.emu.requests().len() as u64;
+    assert!(load.shed > 0, "the capacity was hit");
+    assert!(
+        load.shed * 5 < calls,
+        "adaptive: {} of {calls} calls shed",
+        load.shed
+    );
+    w.emu.set_capacity(None);
+    w.assert_invariants(&paths).await;
+}

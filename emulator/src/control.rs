@@ -8,7 +8,7 @@ use axum::routing::{get, post, put};
 use axum::{Router, response::IntoResponse};
 use serde::Deserialize;
 
-use crate::{FaultRule, RequestRecord, SeedToken, Seeded, Shared, TokenState, lock};
+use crate::{FaultRule, Load, RequestRecord, SeedToken, Seeded, Shared, TokenState, lock};
 
 /// Routes of the control endpoint.
 pub(crate) fn router(shared: Shared) -> Router {
@@ -16,6 +16,8 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/_emulator/tokens", post(seed).get(tokens))
         .route("/_emulator/faults", post(add_fault).delete(clear_faults))
         .route("/_emulator/latency", put(latency))
+        .route("/_emulator/capacity", put(capacity))
+        .route("/_emulator/load", get(load))
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/events", get(events))
         .with_state(shared)
@@ -55,4 +57,23 @@ async fn requests(State(shared): State<Shared>) -> Json<Vec<RequestRecord>> {
 
 async fn events(State(shared): State<Shared>) -> impl IntoResponse {
     Json(lock(&shared).events.clone())
+}
+
+#[derive(Deserialize)]
+struct Capacity {
+    /// Most requests served at once; `null` lifts the limit.
+    in_flight: Option<usize>,
+}
+
+async fn capacity(State(shared): State<Shared>, Json(c): Json<Capacity>) -> StatusCode {
+    lock(&shared).capacity = c.in_flight;
+    StatusCode::NO_CONTENT
+}
+
+async fn load(State(shared): State<Shared>) -> Json<Load> {
+    let state = lock(&shared);
+    Json(Load {
+        peak_in_flight: state.peak_in_flight,
+        shed: state.shed,
+    })
 }

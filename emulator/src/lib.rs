@@ -150,6 +150,22 @@ impl Emulator {
         lock(&self.inner.shared).latency = d;
     }
 
+    /// Serves at most `in_flight` API requests at once, like a tenant at its request limit:
+    /// one more is answered `429` at once, without `Retry-After`. `None` lifts the limit.
+    pub fn set_capacity(&self, in_flight: Option<usize>) {
+        lock(&self.inner.shared).capacity = in_flight;
+    }
+
+    /// Load figures since the start: most requests served at once, and requests shed with
+    /// `429` for capacity.
+    pub fn load(&self) -> Load {
+        let state = lock(&self.inner.shared);
+        Load {
+            peak_in_flight: state.peak_in_flight,
+            shed: state.shed,
+        }
+    }
+
     /// Every recorded API request, in arrival-completion order.
     pub fn requests(&self) -> Vec<RequestRecord> {
         lock(&self.inner.shared).requests.clone()
@@ -423,6 +439,16 @@ impl FaultRule {
             .is_none_or(|m| m.eq_ignore_ascii_case(method))
             && self.path.matches(path)
     }
+}
+
+/// Load figures of an emulator (see [`Emulator::set_capacity`]).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Load {
+    /// Most API requests served at once.
+    pub peak_in_flight: usize,
+    /// Requests answered `429` because the capacity was reached.
+    pub shed: u64,
 }
 
 /// One API request as seen by the emulator.

@@ -260,6 +260,15 @@ pub(crate) struct State {
     pub requests: Vec<RequestRecord>,
     pub events: Vec<Value>,
     pub snapshots: HashMap<u64, Snapshot>,
+    /// Most API requests served at once; one more is shed with `429` (see
+    /// [`crate::Emulator::set_capacity`]). `None`: unlimited.
+    pub capacity: Option<usize>,
+    /// API requests being served now.
+    pub in_flight: usize,
+    /// Most API requests served at once so far.
+    pub peak_in_flight: usize,
+    /// Requests shed for capacity.
+    pub shed: u64,
 }
 
 const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";

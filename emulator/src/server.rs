@@ -88,6 +88,31 @@ async fn handle(
     if is_control(&path) {
         return Ok(run(router, ip, req).await);
     }
+    // Capacity: a request beyond what the environment serves at once is shed with a bare 429
+    // (Dynatrace sends no rate headers when it sheds load). The slot is held until the answer,
+    // latency included.
+    let _slot = {
+        let mut state = lock(&shared);
+        match state.capacity {
+            Some(cap) if state.in_flight >= cap => {
+                state.shed += 1;
+                state.requests.push(RequestRecord {
+                    method,
+                    path,
+                    status: Some(429),
+                });
+                return Ok(error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests: the environment's request limit is reached",
+                ));
+            }
+            _ => {
+                state.in_flight += 1;
+                state.peak_in_flight = state.peak_in_flight.max(state.in_flight);
+                InFlight(shared.clone())
+            }
+        }
+    };
     let decision = lock(&shared).decide_faults(&method, &path);
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
@@ -151,5 +176,15 @@ async fn handle(
             record(Some(resp.status().as_u16()));
             Ok(resp)
         }
+    }
+}
+
+/// One request counted in [`crate::model::State::in_flight`] until dropped.
+struct InFlight(Shared);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0);
+        state.in_flight = state.in_flight.saturating_sub(1);
     }
 }

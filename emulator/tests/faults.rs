@@ -477,3 +477,52 @@ async fn one_pooled_client_survives_a_lost_response() {
         vec![Some(200), Some(200), Some(200), Some(200), None, Some(200)]
     );
 }
+
+#[tokio::test]
+async fn capacity_sheds_requests_past_the_limit_with_a_bare_429() {
+    let (emu, mgr) = setup().await;
+    emu.set_latency(Duration::from_millis(150));
+    emu.set_capacity(Some(3));
+    let calls = (0..8).map(|_| {
+        req(&emu, Method::POST, LOOKUP, &mgr.value)
+            .json(&json!({"token": mgr.value}))
+            .send()
+    });
+    let answers = futures::future::join_all(calls).await;
+    let mut ok = 0;
+    let mut shed = 0;
+    for a in answers {
+        let resp = a.unwrap();
+        match resp.status().as_u16() {
+            200 => ok += 1,
+            429 => {
+                assert!(resp.headers().get("retry-after").is_none());
+                let body: Value = resp.json().await.unwrap();
+                assert_envelope(&body, 429);
+                shed += 1;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, shed), (3, 5), "three served at once, the rest shed");
+    let load = emu.load();
+    assert_eq!(load.peak_in_flight, 3);
+    assert_eq!(load.shed, 5);
+    // Once the slots are free, requests are served again; lifting the limit serves all.
+    let resp = req(&emu, Method::POST, LOOKUP, &mgr.value)
+        .json(&json!({"token": mgr.value}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    emu.set_capacity(None);
+    let calls = (0..8).map(|_| {
+        req(&emu, Method::POST, LOOKUP, &mgr.value)
+            .json(&json!({"token": mgr.value}))
+            .send()
+    });
+    for a in futures::future::join_all(calls).await {
+        assert_eq!(a.unwrap().status().as_u16(), 200);
+    }
+    assert_eq!(emu.load().peak_in_flight, 8);
+}

@@ -242,7 +242,7 @@ pub async fn run(
             let run = &run;
             async move { run.rotate_path(&p).await }
         })
-        .buffer_unordered(config.rotation_concurrency)
+        .buffer_unordered(path_concurrency(dt.max_in_flight()))
         .collect()
         .await;
     let summary = Summary::from_results(action.dry_run, results);
@@ -448,8 +448,33 @@ impl rotation::Store for CasVersion<'_> {
     }
 }
 
+/// Paths rotated at once in one run: several per slot of the Dynatrace window
+/// (`ROTATION_CONCURRENCY` calls in flight per environment, see [`crate::throttle`]), since a
+/// path spends part of its time in Vault reads and writes, which hold no slot. Bounded so a
+/// large run does not start more rotations than it can finish before its deadline.
+pub fn path_concurrency(dynatrace_in_flight: usize) -> usize {
+    (dynatrace_in_flight * PATHS_PER_SLOT).clamp(1, MAX_PATHS_AT_ONCE)
+}
+
+/// Paths in progress per slot of the Dynatrace window.
+const PATHS_PER_SLOT: usize = 4;
+
+/// Most paths in progress in one run.
+const MAX_PATHS_AT_ONCE: usize = 256;
+
+/// A path is not started with less time than this left before the deadline's reserve: its
+/// mint could not be written, and would only leave a token for the sweep.
+const PATH_ADMISSION: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl Run<'_> {
     async fn rotate_path(&self, path: &str) -> PathResult {
+        if !self.deadline.allows(PATH_ADMISSION) {
+            tracing::warn!(path, "path not started: the invocation is out of time");
+            return PathResult::failed(
+                path,
+                "not started: the invocation ran out of time (a later run rotates it; for large fleets raise the function timeout or use enqueue-vault)",
+            );
+        }
         let result = self.rotate_inner(path).await;
         match &result.status {
             PathStatus::Failed => tracing::warn!(path, reason = ?result.reason, "path failed"),

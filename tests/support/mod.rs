@@ -77,10 +77,13 @@ impl World {
             .or_insert_with(|| manager_secret.clone());
         let config =
             Config::from_lookup(|k| map.get(k).cloned()).expect("valid test configuration");
+        let in_flight = config.rotation_concurrency;
         let deps = Deps {
             config,
             secrets_manager: sm.clone(),
-            dynatrace: Dynatrace::new(retries).expect("http client"),
+            dynatrace: Dynatrace::new(retries)
+                .expect("http client")
+                .with_max_in_flight(in_flight),
             vault: None,
         };
         World {
@@ -326,10 +329,13 @@ impl VaultWorld {
             None,
         )
         .expect("vault backend");
+        let in_flight = config.rotation_concurrency;
         let deps = Deps {
             config,
             secrets_manager: Moto::shared().client(),
-            dynatrace: Dynatrace::new(retries).expect("http client"),
+            dynatrace: Dynatrace::new(retries)
+                .expect("http client")
+                .with_max_in_flight(in_flight),
             vault: Some(backend),
         };
         VaultWorld {
