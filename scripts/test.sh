@@ -24,20 +24,22 @@ export SAM_CLI_TELEMETRY=0
 step "sam validate --lint"
 sam validate --lint --template-file template.yaml
 
-step "sam build (rust-cargolambda, arm64, cheap CI profile; into .aws-sam/build)"
+step "sam build (rust-cargolambda, arm64, cheap CI profile; into .aws-sam/ci-build)"
 # sam build runs `cargo lambda build --release --arm64 --bin dynatrace-token-rotator`, linking
 # with Zig from .tools/venv. This step checks that the template builds, not the artefact, so it
 # swaps the release profile's size settings (opt-level "s", thin LTO, one codegen unit: slow on
 # two cores) for the cheapest through cargo's CARGO_PROFILE_RELEASE_* variables, which sam and
-# cargo-lambda pass on to cargo, and builds into its own target directory so it neither clobbers
-# nor is clobbered by the debug builds below. The artefact that is benchmarked and deployed is
+# cargo-lambda pass on to cargo. Its own target directory keeps it from overwriting (and from
+# forcing a rebuild of) a real release build in target/. The artefact benchmarked and deployed is
 # built with the real release profile: `cargo lambda build --release --arm64`, or `sam build`
-# without these variables (README, "Building and deploying").
+# without these variables (README, "Building and deploying"); this one goes to .aws-sam/ci-build,
+# not to .aws-sam/build, where `sam deploy` would pick it up. (--build-in-source: the only mode
+# of rust-cargolambda; said explicitly so sam does not print that it overrides the default.)
 CARGO_TARGET_DIR="$root/target/sam-build" \
     CARGO_PROFILE_RELEASE_OPT_LEVEL=0 \
     CARGO_PROFILE_RELEASE_LTO=false \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    sam build --template-file template.yaml --build-dir .aws-sam/build
+    sam build --build-in-source --template-file template.yaml --build-dir .aws-sam/ci-build
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
