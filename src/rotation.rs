@@ -448,7 +448,9 @@ pub enum Revoked {
 /// Never revokes the manager token itself. `owner` is the secret key the token was proven to
 /// belong to: a disabled token without a marker gets its `revoked` marker (see
 /// [`marker::disabled_name`]) so only that secret's sweep may delete it later. The caller
-/// must have proven the target (see [`revocation_targets`]).
+/// must have proven the target (see [`revocation_targets`]). Reads the token first (its name
+/// and state); a caller that just looked it up by value passes that answer to
+/// [`revoke_known`] instead and saves the call.
 pub async fn revoke(
     dt_client: &Dynatrace,
     mgr: &Manager,
@@ -461,46 +463,55 @@ pub async fn revoke(
     if mgr.token.derived_id().as_deref() == Some(id) {
         return Err(RotationError::ManagerProtected(id.to_owned()));
     }
-    let outcome = match action {
-        OldTokenAction::Delete => {
-            // A token disabled as leaked is evidence: look before deleting.
-            let t = dt_client
-                .get(&mgr.env, &mgr.token, id, deadline)
-                .await
-                .map_err(dynatrace_error(format!("reading old token {id}")))?;
-            match t {
-                None => return Ok(Revoked::Gone),
-                Some(t) if marker::leaked_on(t.name_str()).is_some() => {
-                    tracing::info!(token_id = %id, "old token was disabled as leaked: kept as evidence");
-                    return Ok(Revoked::Evidence);
-                }
-                Some(_) => {}
-            }
-            if dt_client
-                .delete(&mgr.env, &mgr.token, id, deadline)
-                .await
-                .map_err(dynatrace_error(format!("deleting old token {id}")))?
-            {
-                Revoked::Deleted
-            } else {
-                Revoked::Gone
-            }
+    let token = dt_client
+        .get(&mgr.env, &mgr.token, id, deadline)
+        .await
+        .map_err(dynatrace_error(format!("reading old token {id}")))?;
+    match token {
+        None => {
+            tracing::info!(token_id = %id, outcome = ?Revoked::Gone, "revoked old token");
+            Ok(Revoked::Gone)
         }
-        OldTokenAction::Disable => {
-            let Some(t) = dt_client
-                .get(&mgr.env, &mgr.token, id, deadline)
-                .await
-                .map_err(dynatrace_error(format!("reading old token {id}")))?
-            else {
-                return Ok(Revoked::Gone);
-            };
-            if marker::leaked_on(t.name_str()).is_some() {
-                Revoked::Evidence
-            } else if !t.is_enabled() && marker::disabled_on(t.name_str()).is_some() {
+        Some(token) => revoke_known(dt_client, mgr, &token, owner, action, today, deadline).await,
+    }
+}
+
+/// [`revoke`] of a token whose metadata (`name`, `enabled`) the caller has just read, by a
+/// lookup or a listing. A token disabled as leaked is evidence: never renamed or deleted.
+pub async fn revoke_known(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    token: &ApiToken,
+    owner: Option<&str>,
+    action: OldTokenAction,
+    today: jiff::civil::Date,
+    deadline: Deadline,
+) -> Result<Revoked, RotationError> {
+    let id = token.id_str();
+    if mgr.token.derived_id().as_deref() == Some(id) {
+        return Err(RotationError::ManagerProtected(id.to_owned()));
+    }
+    let name = token.name_str();
+    let outcome = if marker::leaked_on(name).is_some() {
+        tracing::info!(token_id = %id, "old token was disabled as leaked: kept as evidence");
+        Revoked::Evidence
+    } else {
+        match action {
+            OldTokenAction::Delete => {
+                match dt_client.delete(&mgr.env, &mgr.token, id, deadline).await {
+                    Ok(true) => Revoked::Deleted,
+                    Ok(false) => Revoked::Gone,
+                    Err(e) => return Err(dynatrace_error(format!("deleting old token {id}"))(e)),
+                }
+            }
+            OldTokenAction::Disable
+                if !token.is_enabled() && marker::disabled_on(name).is_some() =>
+            {
                 Revoked::AlreadyDisabled
-            } else {
+            }
+            OldTokenAction::Disable => {
                 let update = TokenUpdate {
-                    name: Some(marker::disabled_name(t.name_str(), today, owner)),
+                    name: Some(marker::disabled_name(name, today, owner)),
                     enabled: Some(false),
                     scopes: None,
                 };
@@ -607,11 +618,24 @@ pub async fn proven_id(
     value: &TokenValue,
     deadline: Deadline,
 ) -> Result<Option<String>, RotationError> {
+    Ok(proven_token(dt_client, mgr, value, deadline)
+        .await?
+        .and_then(|t| t.id))
+}
+
+/// [`proven_id`] with the whole answer (name, state, scopes), so that a revocation of the
+/// proven token needs no second read (see [`revoke_known`]).
+pub async fn proven_token(
+    dt_client: &Dynatrace,
+    mgr: &Manager,
+    value: &TokenValue,
+    deadline: Deadline,
+) -> Result<Option<ApiToken>, RotationError> {
     let found = dt_client
         .lookup(&mgr.env, &mgr.token, value, deadline)
         .await
         .map_err(dynatrace_error("looking up a stored token by its value"))?;
-    Ok(found.and_then(|t| t.id))
+    Ok(found.filter(|t| t.id.is_some()))
 }
 
 /// Why the rotator believes a token belongs to the secret it rotates.
@@ -862,6 +886,9 @@ pub enum Replaced<E> {
         created: Created,
         /// The current token's facts (its id is the successor's `previousTokenId`).
         facts: TokenFacts,
+        /// `false` when what a lost create minted could not be deleted: a token of this
+        /// rotation's marker may still be live, for a later clean-up to find.
+        settled: bool,
     },
     /// Another run stored its successor first; ours was deleted.
     Theirs(Option<String>),
@@ -947,13 +974,19 @@ pub async fn replace<S: Store>(
     let outcome = match (settle(&stored), stored) {
         (Settlement::Keep, _) => {
             tracing::info!(token_id = %created.id, marker = %marker.tag(), "stored the new token");
+            let mut settled = true;
             if minted.after_lost_answer
                 && let Err(e) =
                     delete_marked(dt_client, mgr, marker, &[&created.id], deadline).await
             {
                 tracing::warn!(error = %e, marker = %marker.tag(), "could not remove what the lost create minted; the next run or the sweep will");
+                settled = false;
             }
-            Replaced::Stored { created, facts }
+            Replaced::Stored {
+                created,
+                facts,
+                settled,
+            }
         }
         (Settlement::Discard, Stored::Theirs(other)) => {
             tracing::info!(token_id = ?other, marker = %marker.tag(), "another run stored its token first; discarding ours");

@@ -511,7 +511,17 @@ async fn create(
     let facts = rotation::inspect(ctx.dynatrace, mgr, &current.token, deadline)
         .await
         .map_err(rot)?;
+    // Write-ahead: while a mint may be unsettled the secret carries MINTING, so that
+    // finishSecret knows to look for what an interrupted attempt left (and lists the tenant
+    // only then). A label an earlier attempt left stays for finishSecret.
+    // A rotation the policy refuses (forbidden scopes) mints nothing and labels nothing.
     let marker = Marker::secrets_manager(&described.arn, version);
+    rotation::plan(ctx.config, &facts, &marker, jiff::Timestamp::now()).map_err(rot)?;
+    let flagged_before = described.holder(MINTING).is_some();
+    let current_version = described.holder(CURRENT).map(str::to_owned);
+    if !flagged_before && let Some(v) = &current_version {
+        set_label(ctx, secret, MINTING, Some(v), None).await?;
+    }
     let store = PendingVersion {
         ctx,
         req,
@@ -531,8 +541,17 @@ async fn create(
     .await
     .map_err(rot)?;
     match replaced {
-        Replaced::Stored { created, .. } => {
+        Replaced::Stored {
+            created, settled, ..
+        } => {
             tracing::info!(secret, version, token_id = %created.id, "stored the new token as AWSPENDING");
+            if settled
+                && !flagged_before
+                && let Some(v) = &current_version
+                && let Err(e) = set_label(ctx, secret, MINTING, None, Some(v)).await
+            {
+                tracing::warn!(secret, version, error = %e, "could not remove the {MINTING} label; finishSecret will look for leftovers and remove it");
+            }
             Ok(created.id)
         }
         Replaced::Theirs(other) => Ok(other.unwrap_or_else(|| "<unknown>".into())),
@@ -670,8 +689,11 @@ impl rotation::Store for PendingVersion<'_> {
 }
 
 /// `setSecret`: the value was chosen by Dynatrace at creation, so confirm the pending token
-/// exists, is enabled and holds the intended scopes; repair what can be repaired. The token
-/// repaired is the one the pending value looks up to, never one a field names.
+/// exists (by its value) and is enabled. One call when it is as minted: its scopes are
+/// proven by testSecret against the current token's, authenticated by the pending token
+/// itself. A pending token someone disabled is restored whole (enabled, the intended
+/// scopes). The token repaired is the one the pending value looks up to, never one a field
+/// names.
 async fn set(
     ctx: &SecretsManagerContext<'_>,
     req: &StepRequest,
@@ -698,18 +720,23 @@ async fn set(
                 .unwrap_or_else(|| "<unknown>".into()),
         })?;
     let id = token.id_str().to_owned();
+    if token.is_enabled() {
+        // As minted: testSecret proves its scopes against the current token's, by value.
+        return Ok(id);
+    }
+    // Someone disabled it since createSecret: restore it whole, scopes included.
     let facts = rotation::inspect(ctx.dynatrace, mgr, &current.token, deadline)
         .await
         .map_err(rot)?;
     let intended = rotation::intended_scopes(ctx.config, &facts).map_err(rot)?;
-    let mut update = crate::dynatrace::TokenUpdate::default();
-    if !token.is_enabled() {
-        update.enabled = Some(true);
-    }
+    let mut update = crate::dynatrace::TokenUpdate {
+        enabled: Some(true),
+        ..Default::default()
+    };
     if !crate::policy::same_scopes(&token.scope_list(), &intended) {
         update.scopes = Some(intended);
     }
-    if update.enabled.is_some() || update.scopes.is_some() {
+    {
         tracing::warn!(token_id = %id, enable = ?update.enabled, "repairing the pending token");
         ctx.dynatrace
             .update(&mgr.env, &mgr.token, &id, &update, deadline)
@@ -728,13 +755,20 @@ async fn previous_candidate(
     secret: &str,
     mgr: &Manager,
     deadline: Deadline,
-) -> Result<Option<Candidate>, SecretsManagerError> {
+) -> Result<Option<Proven>, SecretsManagerError> {
     let Some(prev) = get_document(ctx.secrets_manager, secret, None, Some(PREVIOUS)).await? else {
         return Ok(None);
     };
     proven_candidate(ctx, secret, mgr, &prev, deadline)
         .await
         .map(Some)
+}
+
+/// A revocation candidate, with the lookup's answer when it was proven by value (so that
+/// revoking it needs no second read).
+struct Proven {
+    candidate: Candidate,
+    token: Option<crate::dynatrace::ApiToken>,
 }
 
 /// `doc`'s token as a candidate: by value when Dynatrace knows the value, else unproven.
@@ -744,19 +778,25 @@ async fn proven_candidate(
     mgr: &Manager,
     doc: &SecretDocument,
     deadline: Deadline,
-) -> Result<Candidate, SecretsManagerError> {
-    match rotation::proven_id(ctx.dynatrace, mgr, &doc.token, deadline)
+) -> Result<Proven, SecretsManagerError> {
+    match rotation::proven_token(ctx.dynatrace, mgr, &doc.token, deadline)
         .await
         .map_err(|source| SecretsManagerError::Rotation {
             secret: secret.to_owned(),
             source,
         })? {
-        Some(id) => Ok(Candidate::new(id, Proof::ByValue)),
-        None => Ok(Candidate::new(
-            doc.token_id_hint()
-                .unwrap_or_else(|| "<legacy token>".into()),
-            Proof::Unproven,
-        )),
+        Some(token) => Ok(Proven {
+            candidate: Candidate::new(token.id_str(), Proof::ByValue),
+            token: Some(token),
+        }),
+        None => Ok(Proven {
+            candidate: Candidate::new(
+                doc.token_id_hint()
+                    .unwrap_or_else(|| "<legacy token>".into()),
+                Proof::Unproven,
+            ),
+            token: None,
+        }),
     }
 }
 
@@ -804,7 +844,17 @@ async fn finish(
     let mut revoked = revoke_proven(ctx, mgr, described, previous.as_slice(), &keep, deadline)
         .await
         .map_err(rot)?;
-    revoked.extend(clean_orphans(ctx, mgr, described, version, &keep, &revoked, deadline).await);
+    // The tenant-wide listing for what an interrupted attempt minted only when createSecret
+    // left MINTING (a crash, a failure, a lost answer not settled); otherwise nothing can be
+    // left and the listing is saved.
+    if described.holder(MINTING).is_some() {
+        let (cleaned, complete) =
+            clean_orphans(ctx, mgr, described, version, &keep, &revoked, deadline).await;
+        revoked.extend(cleaned);
+        if complete {
+            clear_minting(ctx, secret, described).await;
+        }
+    }
     let mut call = ctx
         .secrets_manager
         .update_secret_version_stage()
@@ -844,7 +894,7 @@ async fn revoke_proven(
     ctx: &SecretsManagerContext<'_>,
     mgr: &Manager,
     described: &Described,
-    candidates: &[Candidate],
+    proven: &[Proven],
     keep: &BTreeSet<String>,
     deadline: Deadline,
 ) -> Result<Vec<String>, RotationError> {
@@ -852,23 +902,45 @@ async fn revoke_proven(
     let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     let manager_id = mgr.token.derived_id();
     let managers: Vec<&str> = manager_id.iter().map(String::as_str).collect();
-    let targets = rotation::revocation_targets(candidates, &keep, &managers);
+    let candidates: Vec<Candidate> = proven.iter().map(|p| p.candidate.clone()).collect();
+    let targets = rotation::revocation_targets(&candidates, &keep, &managers);
     for id in &targets.unproven {
         tracing::warn!(secret = %described.arn, token_id = %id, "not revoking the old token: no stored value of this secret looks up to it and it carries no marker of this secret (edited or forged value?)");
     }
     let owner = marker::secret_key_secrets_manager(&described.arn);
     let mut revoked = Vec::new();
     for id in targets.revoke {
-        let outcome = rotation::revoke(
-            ctx.dynatrace,
-            mgr,
-            &id,
-            Some(&owner),
-            ctx.config.old_token_action,
-            today,
-            deadline,
-        )
-        .await?;
+        let action = ctx.config.old_token_action;
+        // The lookup that proved it answered its name and state: no second read.
+        let known = proven
+            .iter()
+            .find_map(|p| p.token.as_ref().filter(|t| t.id_str() == id));
+        let outcome = match known {
+            Some(token) => {
+                rotation::revoke_known(
+                    ctx.dynatrace,
+                    mgr,
+                    token,
+                    Some(&owner),
+                    action,
+                    today,
+                    deadline,
+                )
+                .await?
+            }
+            None => {
+                rotation::revoke(
+                    ctx.dynatrace,
+                    mgr,
+                    &id,
+                    Some(&owner),
+                    action,
+                    today,
+                    deadline,
+                )
+                .await?
+            }
+        };
         let events = ctx.config.events;
         rotation::report_revocation(
             ctx.dynatrace,
@@ -887,9 +959,10 @@ async fn revoke_proven(
 
 /// Revokes the tokens minted for this secret (its marker) that no label will reference
 /// (`keep`) and no other pending rotation may still store. Under `DT_REVOKE_OLD=never` only
-/// the orphans of this very rotation go. Best effort: a failure (the tenant-wide listing, one
-/// unrelated token) is a warning, retried by the next finish or the sweep; it never keeps
-/// AWSCURRENT from moving.
+/// the orphans of this very rotation go. Run by a finishSecret that finds its version already
+/// current (a re-run: the earlier attempt may have been cut short); the ordinary finishSecret
+/// leaves this to the sweep, which saves a tenant-wide listing per rotation. Best effort: a
+/// failure (the listing, one unrelated token) is a warning, retried by the sweep.
 async fn clean_orphans(
     ctx: &SecretsManagerContext<'_>,
     mgr: &Manager,
@@ -898,7 +971,7 @@ async fn clean_orphans(
     keep: &BTreeSet<String>,
     already: &[String],
     deadline: Deadline,
-) -> Vec<String> {
+) -> (Vec<String>, bool) {
     let today = crate::policy::today();
     let keys = marker::secret_keys_secrets_manager(&described.arn);
     let key_refs = [keys[0].as_str(), keys[1].as_str()];
@@ -913,11 +986,12 @@ async fn clean_orphans(
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(secret = %described.arn, error = %e, "could not list this secret's minted tokens; the sweep cleans up");
-            return Vec::new();
+            return (Vec::new(), false);
         }
     };
     let manager_id = mgr.token.derived_id();
     let mut revoked = Vec::new();
+    let mut complete = true;
     for t in tokens {
         let id = t.id_str().to_owned();
         let name = t.name_str();
@@ -932,25 +1006,54 @@ async fn clean_orphans(
             && marker::disabled_on(name).is_none()
             && manager_id.as_deref() != Some(id.as_str());
         if orphan && (ours || ctx.config.revoke_old != RevokeOld::Never) && !already.contains(&id) {
-            match rotation::revoke(
-                ctx.dynatrace,
-                mgr,
-                &id,
-                None,
-                ctx.config.old_token_action,
-                today,
-                deadline,
-            )
-            .await
+            let action = ctx.config.old_token_action;
+            match rotation::revoke_known(ctx.dynatrace, mgr, &t, None, action, today, deadline)
+                .await
             {
                 Ok(_) => revoked.push(id),
                 Err(e) => {
+                    complete = false;
                     tracing::warn!(secret = %described.arn, token_id = %id, error = %e, "could not revoke an unreferenced minted token; the sweep retries")
                 }
             }
         }
     }
-    revoked
+    (revoked, complete)
+}
+
+/// The custom staging label createSecret keeps on the secret (on its AWSCURRENT version)
+/// while a mint may be unsettled; finishSecret lists the tenant for leftovers only when it
+/// is there, and removes it after a complete clean-up. Ignored by the sweep and consumers.
+pub const MINTING: &str = "DTR_MINTING";
+
+/// Removes [`MINTING`] from the version carrying it. Best effort: a label left makes the
+/// next finishSecret look again.
+async fn clear_minting(ctx: &SecretsManagerContext<'_>, secret: &str, described: &Described) {
+    if let Some(v) = described.holder(MINTING)
+        && let Err(e) = set_label(ctx, secret, MINTING, None, Some(v)).await
+    {
+        tracing::warn!(secret, error = %e, "could not remove the {MINTING} label; the next finishSecret looks again");
+    }
+}
+
+/// Moves staging label `stage` to version `to` and/or removes it from version `from`.
+async fn set_label(
+    ctx: &SecretsManagerContext<'_>,
+    secret: &str,
+    stage: &str,
+    to: Option<&str>,
+    from: Option<&str>,
+) -> Result<(), SecretsManagerError> {
+    ctx.secrets_manager
+        .update_secret_version_stage()
+        .secret_id(secret)
+        .version_stage(stage)
+        .set_move_to_version_id(to.map(str::to_owned))
+        .set_remove_from_version_id(from.map(str::to_owned))
+        .send()
+        .await
+        .map_err(aws_err("UpdateSecretVersionStage", secret))?;
+    Ok(())
 }
 
 /// A re-run `finishSecret` after the label move: remove a leftover AWSPENDING and redo the
@@ -1005,7 +1108,12 @@ async fn finish_after_move(
     let mut revoked = revoke_proven(ctx, mgr, described, &candidates, &keep, deadline)
         .await
         .map_err(rot)?;
-    revoked.extend(clean_orphans(ctx, mgr, described, version, &keep, &revoked, deadline).await);
+    let (cleaned, complete) =
+        clean_orphans(ctx, mgr, described, version, &keep, &revoked, deadline).await;
+    revoked.extend(cleaned);
+    if complete {
+        clear_minting(ctx, secret, described).await;
+    }
     Ok(revoked)
 }
 

@@ -443,7 +443,13 @@ async fn bad_input_is_refused_without_any_change() {
     assert!(err.message.contains("apiTokens.write"), "{}", err.message);
     w.outputs.borrow_mut().push(err.to_string());
     assert_eq!(w.emu.issued_values().len(), n);
-    assert_eq!(w.stages(&s).await, before);
+    // A create that failed leaves the write-ahead label (finishSecret then looks for what the
+    // attempt may have minted); no version was written.
+    let mut after = w.stages(&s).await;
+    for labels in after.values_mut() {
+        labels.retain(|l| l != dynatrace_token_rotator::secrets_manager::MINTING);
+    }
+    assert_eq!(after, before);
     w.assert_no_leaks();
 }
 
@@ -646,4 +652,50 @@ async fn delete_action_under_next_rotation_deletes_the_token_two_generations_old
     let doc = w.doc(&secret, secrets_manager::AWSCURRENT).await.unwrap();
     assert_eq!(doc["previousTokenId"], first.as_str());
     w.assert_invariants(&secret).await;
+}
+
+/// The Dynatrace calls of one Secrets Manager rotation that has a previous token to revoke,
+/// each with its purpose: eight, and both proofs among them (the new token authenticates
+/// itself, in createSecret and again in testSecret; the revoked token is proven by value).
+/// No tenant-wide listing unless an attempt may have left a token behind.
+#[tokio::test]
+async fn a_rotation_makes_eight_dynatrace_calls() {
+    let w = World::new(&[]).await;
+    let (secret, original) = w.app_secret(json!({})).await;
+    w.rotate(&secret).await;
+    let before = w.emu.requests().len();
+    w.rotate(&secret).await;
+    let calls: Vec<(String, String)> = w.emu.requests()[before..]
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    let lookup = ("POST".to_owned(), "/api/v2/apiTokens/lookup".to_owned());
+    let create = ("POST".to_owned(), "/api/v2/apiTokens".to_owned());
+    let disable = (
+        "PUT".to_owned(),
+        format!("/api/v2/apiTokens/{}", original.id),
+    );
+    assert_eq!(
+        calls,
+        vec![
+            lookup.clone(), // createSecret: the current token by value (scopes, expiry)
+            create,         // createSecret: mint
+            lookup.clone(), // createSecret: the new token proves itself
+            lookup.clone(), // setSecret: the pending token by value (exists, enabled)
+            lookup.clone(), // testSecret: the current token by value (the intended scopes)
+            lookup.clone(), // testSecret: the pending token proves itself again
+            lookup,         // finishSecret: AWSPREVIOUS by value (the revocation's proof)
+            disable,        // finishSecret: disable and rename the token two generations old
+        ],
+    );
+    assert!(!w.token(&original.id).enabled);
+    w.assert_invariants(&secret).await;
+    let stages = w.stages(&secret).await;
+    assert!(
+        !stages
+            .values()
+            .flatten()
+            .any(|l| l == dynatrace_token_rotator::secrets_manager::MINTING),
+        "no write-ahead label is left: {stages:?}"
+    );
 }

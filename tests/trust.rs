@@ -297,9 +297,31 @@ async fn a_failing_orphan_scan_does_not_keep_awscurrent_from_moving() {
     let (secret, original) = w.app_secret(json!({})).await;
     w.rotate(&secret).await;
     let version = w.begin(&secret).await;
+    // A first createSecret fails at the mint (a 500 past the client's retries, so it may
+    // have minted): it leaves the write-ahead label, and finishSecret will list the tenant.
+    w.emu.add_fault(
+        FaultRule::new(
+            "POST",
+            PathMatch::Exact("/api/v2/apiTokens".into()),
+            FaultKind::status(500),
+        )
+        .times(100),
+    );
+    assert!(w.step(&secret, &version, "createSecret").await.is_err());
+    w.emu.clear_faults();
     for step in &STEPS[..3] {
         w.step(&secret, &version, step).await.unwrap();
     }
+    let minting = |stages: &std::collections::BTreeMap<String, Vec<String>>| {
+        stages.values().any(|l| {
+            l.iter()
+                .any(|l| l == dynatrace_token_rotator::secrets_manager::MINTING)
+        })
+    };
+    assert!(
+        minting(&w.stages(&secret).await),
+        "the label survives the retried create"
+    );
     // The tenant-wide listing fails for longer than the client retries.
     w.emu.add_fault(
         FaultRule::new(
@@ -311,9 +333,24 @@ async fn a_failing_orphan_scan_does_not_keep_awscurrent_from_moving() {
     );
     w.step(&secret, &version, "finishSecret").await.unwrap();
     w.emu.clear_faults();
+    let listings_refused = w
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v2/apiTokens" && r.status == Some(503))
+        .count();
+    assert!(listings_refused > 0, "finishSecret tried to list");
+    let stages = w.stages(&secret).await;
     assert_eq!(
-        w.stages(&secret).await[&version],
+        stages[&version]
+            .iter()
+            .filter(|l| *l != dynatrace_token_rotator::secrets_manager::MINTING)
+            .collect::<Vec<_>>(),
         vec![secrets_manager::AWSCURRENT]
+    );
+    assert!(
+        minting(&stages),
+        "an incomplete clean-up keeps the label for the next finishSecret"
     );
     assert!(
         !w.token(&original.id).enabled,

@@ -600,7 +600,7 @@ impl Run<'_> {
         )
         .await?;
         let (created, facts) = match replaced {
-            Replaced::Stored { created, facts } => (created, facts),
+            Replaced::Stored { created, facts, .. } => (created, facts),
             Replaced::Theirs(_) => {
                 let mut r = PathResult::new(
                     path,
