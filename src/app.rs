@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::dynatrace::Dynatrace;
+use crate::enqueue::EnqueueError;
 use crate::event::{self, EventError, Invocation, VaultAction};
 use crate::secrets_manager::{self, SecretsManagerContext, SecretsManagerError};
 use crate::sweep::{Cleanup, SweepError};
@@ -22,6 +23,8 @@ pub struct Deps {
     pub config: Config,
     /// Secrets Manager client.
     pub secrets_manager: aws_sdk_secretsmanager::Client,
+    /// SQS client (`enqueue-vault` sends to `VAULT_QUEUE_URL` with it).
+    pub sqs: aws_sdk_sqs::Client,
     /// Dynatrace client (with the shared back-off).
     pub dynatrace: Dynatrace,
     /// Vault backend, when `VAULT_ADDR` is set.
@@ -173,6 +176,12 @@ impl From<RunError> for HandlerError {
     }
 }
 
+impl From<EnqueueError> for HandlerError {
+    fn from(e: EnqueueError) -> Self {
+        Self::new(e.code(), e)
+    }
+}
+
 impl From<SweepError> for HandlerError {
     fn from(e: SweepError) -> Self {
         Self::new(e.code(), e)
@@ -276,6 +285,29 @@ async fn dispatch(
                     e
                 })?;
             Ok(serde_json::to_value(report).unwrap_or(Value::Null))
+        }
+        Invocation::EnqueueVault(action) => {
+            let summary = crate::enqueue::run(
+                &deps.config,
+                deps.vault.as_ref(),
+                &deps.sqs,
+                &action,
+                deadline,
+            )
+            .await
+            .map_err(|e| {
+                let e = HandlerError::from(e);
+                tracing::error!(error_type = e.error_type, error = %e.message, "enqueue-vault could not run");
+                e
+            })?;
+            tracing::info!(
+                paths = summary.paths,
+                messages = summary.messages,
+                unsent = summary.errors.len(),
+                dry_run = summary.dry_run,
+                "enqueue-vault done"
+            );
+            Ok(serde_json::to_value(summary).unwrap_or(Value::Null))
         }
         Invocation::RotateManager { dry_run } => {
             let backend = deps

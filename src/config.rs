@@ -42,6 +42,9 @@ pub struct Config {
     pub audit_expiring_days: u32,
     /// `AUDIT_UNUSED_DAYS`.
     pub audit_unused_days: u32,
+    /// `VAULT_QUEUE_URL`: the SQS queue `enqueue-vault` fills with `rotate-vault` messages
+    /// (https, or http on a loopback host for local testing).
+    pub vault_queue_url: Option<String>,
     /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda itself): the sweep finds the Secrets Manager
     /// secrets whose `RotationLambdaARN` names this function.
     pub function_name: Option<String>,
@@ -248,6 +251,7 @@ impl Config {
             rotation_concurrency: env.number("ROTATION_CONCURRENCY", 8, 1, 64)?,
             audit_expiring_days: env.number("AUDIT_EXPIRING_DAYS", 14, 0, 3650)?,
             audit_unused_days: env.number("AUDIT_UNUSED_DAYS", 90, 1, 3650)?,
+            vault_queue_url: Self::queue_url(&env)?,
             function_name: env.get("AWS_LAMBDA_FUNCTION_NAME"),
         };
         if let Some(lifetime) = config.token_lifetime_days {
@@ -271,6 +275,24 @@ impl Config {
             }
         }
         Ok(config)
+    }
+
+    /// `VAULT_QUEUE_URL`: an SQS queue URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`)
+    /// under the https/loopback rule, naming a queue (a path).
+    fn queue_url<F: Fn(&str) -> Option<String>>(
+        env: &Env<F>,
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(raw) = env.get("VAULT_QUEUE_URL") else {
+            return Ok(None);
+        };
+        let url = checked_base_url(&raw).map_err(|e| err("VAULT_QUEUE_URL", e.to_string()))?;
+        if url.path().trim_matches('/').is_empty() {
+            return Err(err(
+                "VAULT_QUEUE_URL",
+                "names no queue: use the queue's URL, https://sqs.<region>.amazonaws.com/<account>/<queue name>",
+            ));
+        }
+        Ok(Some(raw))
     }
 
     fn vault<F: Fn(&str) -> Option<String>>(
@@ -384,7 +406,15 @@ mod tests {
             (7, 30, 8)
         );
         assert!(c.vault.is_none() && !c.events && c.token_lifetime_days.is_none());
-        assert!(c.function_name.is_none());
+        assert!(c.function_name.is_none() && c.vault_queue_url.is_none());
+        let q = "https://sqs.eu-west-1.amazonaws.com/111122223333/rotations";
+        assert_eq!(
+            cfg(&[("VAULT_QUEUE_URL", q)])
+                .unwrap()
+                .vault_queue_url
+                .as_deref(),
+            Some(q)
+        );
         assert_eq!(
             cfg(&[("AWS_LAMBDA_FUNCTION_NAME", "rotator")])
                 .unwrap()
@@ -409,6 +439,8 @@ mod tests {
             ("ROTATION_CONCURRENCY", "0"),
             ("DT_EVENTS", "yes"),
             ("VAULT_ADDR", "http://vault.example.com"),
+            ("VAULT_QUEUE_URL", "http://sqs.eu-west-1.amazonaws.com/1/q"),
+            ("VAULT_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.variable, k);

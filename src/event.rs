@@ -82,6 +82,47 @@ pub struct VaultAction {
     pub dry_run: bool,
 }
 
+/// Paths per `rotate-vault` message of `enqueue-vault` when the event gives no `batchSize`.
+pub const DEFAULT_BATCH_SIZE: usize = 25;
+
+/// Most paths per `rotate-vault` message: one message is one `rotate-vault` run of the
+/// consumer, which must finish within the function's timeout.
+pub const MAX_BATCH_SIZE: usize = 250;
+
+/// An `enqueue-vault` action (fan-out, docs/design.md §6): the paths to list, like
+/// `rotate-vault`, and how to split them into `rotate-vault` messages for `VAULT_QUEUE_URL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnqueueAction {
+    /// Explicit KV paths (none and no `prefix`: `VAULT_ROTATE_PATHS` / `VAULT_ROTATE_PREFIX`).
+    pub paths: Vec<String>,
+    /// A prefix to list recursively instead.
+    pub prefix: Option<String>,
+    /// Most paths per message (`batchSize`, 1 to [`MAX_BATCH_SIZE`]).
+    pub batch_size: usize,
+    /// Passed on to every message: rotate even when not due.
+    pub force: bool,
+    /// Report the counts; send nothing.
+    pub dry_run: bool,
+}
+
+/// The wire form of an `enqueue-vault` action, before `batchSize` is checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EnqueueWire {
+    #[allow(dead_code)]
+    action: String,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    batch_size: Option<u64>,
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
 /// One SQS record: its id and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqsRecord {
@@ -136,6 +177,8 @@ pub enum Invocation {
         /// Report only.
         dry_run: bool,
     },
+    /// Send `rotate-vault` messages for the listed Vault paths to `VAULT_QUEUE_URL`.
+    EnqueueVault(EnqueueAction),
 }
 
 impl Invocation {
@@ -155,6 +198,7 @@ impl Invocation {
             Invocation::Audit => "audit",
             Invocation::RevokeLeaked(_) => "revoke-leaked",
             Invocation::RotateManager { .. } => "rotate-manager",
+            Invocation::EnqueueVault(_) => "enqueue-vault",
         }
     }
 }
@@ -171,7 +215,7 @@ pub enum EventError {
     UnknownStep(String),
     /// `action` is not known.
     #[error(
-        "unknown action `{0}`: expected rotate-vault, sweep, audit, revoke-leaked or rotate-manager"
+        "unknown action `{0}`: expected rotate-vault, enqueue-vault, sweep, audit, revoke-leaked or rotate-manager"
     )]
     UnknownAction(String),
 }
@@ -279,6 +323,7 @@ pub fn parse(v: Value) -> Result<Invocation, EventError> {
             "sweep" => Ok(Invocation::Sweep { dry_run: v.get("dryRun").and_then(Value::as_bool).unwrap_or(false) }),
             "audit" => Ok(Invocation::Audit),
             "revoke-leaked" => parse_leak(&v).map(Invocation::RevokeLeaked),
+            "enqueue-vault" => parse_enqueue(v).map(Invocation::EnqueueVault),
             "rotate-manager" => {
                 only_fields(&v, &["action", "dryRun"], "rotate-manager")?;
                 Ok(Invocation::RotateManager { dry_run: dry_run(&v)? })
@@ -373,6 +418,29 @@ fn parse_leak(v: &Value) -> Result<LeakAction, EventError> {
     })
 }
 
+/// Decodes `{"action":"enqueue-vault","paths"|"prefix"?,"batchSize"?,"force"?,"dryRun"?}`.
+fn parse_enqueue(v: Value) -> Result<EnqueueAction, EventError> {
+    let wire: EnqueueWire = serde_json::from_value(v).map_err(|e| {
+        EventError::Malformed(format!("enqueue-vault action: {}", shown(&e.to_string())))
+    })?;
+    let batch_size = match wire.batch_size {
+        None => DEFAULT_BATCH_SIZE,
+        Some(n) if (1..=MAX_BATCH_SIZE as u64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(EventError::Malformed(format!(
+                "enqueue-vault action: `batchSize` {n} is not allowed: use 1 to {MAX_BATCH_SIZE} paths per message"
+            )));
+        }
+    };
+    Ok(EnqueueAction {
+        paths: wire.paths,
+        prefix: wire.prefix,
+        batch_size,
+        force: wire.force,
+        dry_run: wire.dry_run,
+    })
+}
+
 /// Parses an SQS record body as a `rotate-vault` action.
 pub fn parse_action(body: &str) -> Result<VaultAction, EventError> {
     let v: Value = serde_json::from_str(body)
@@ -419,13 +487,14 @@ mod tests {
                 Invocation::RevokeLeaked(a) => a.dry_run,
                 Invocation::RotateManager { dry_run } => *dry_run,
                 Invocation::Sweep { dry_run } => *dry_run,
+                Invocation::EnqueueVault(a) => a.dry_run,
                 _ => false,
             };
             assert_eq!(is_dry, dry, "events/{name}.json: dryRun");
             seen += 1;
         }
         assert!(
-            seen >= 15,
+            seen >= 17,
             "only {seen} sample events found in {}",
             dir.display()
         );
@@ -471,6 +540,53 @@ mod tests {
             Invocation::RotateManager { dry_run: true }
         ));
         assert!(parse(json!({"action":"rotate-manager","force":true})).is_err());
+    }
+
+    #[test]
+    fn an_enqueue_action_takes_paths_or_a_prefix_and_a_bounded_batch_size() {
+        let Invocation::EnqueueVault(a) = parse(json!({"action":"enqueue-vault"})).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            a,
+            EnqueueAction {
+                paths: vec![],
+                prefix: None,
+                batch_size: DEFAULT_BATCH_SIZE,
+                force: false,
+                dry_run: false
+            }
+        );
+        let Invocation::EnqueueVault(a) = parse(json!({"action":"enqueue-vault","prefix":"dynatrace/","batchSize":7,"force":true,"dryRun":true})).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (a.prefix.as_deref(), a.batch_size, a.force, a.dry_run),
+            (Some("dynatrace/"), 7, true, true)
+        );
+        let Invocation::EnqueueVault(a) =
+            parse(json!({"action":"enqueue-vault","paths":["a","b"],"batchSize":250})).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((a.paths.len(), a.batch_size), (2, MAX_BATCH_SIZE));
+        for bad in [
+            json!({"action":"enqueue-vault","batchSize":0}),
+            json!({"action":"enqueue-vault","batchSize":251}),
+            json!({"action":"enqueue-vault","batchSize":-1}),
+            json!({"action":"enqueue-vault","batchSize":2.5}),
+            json!({"action":"enqueue-vault","batchSize":"7"}),
+            json!({"action":"enqueue-vault","dryrun":true}),
+            json!({"action":"enqueue-vault","paths":"a"}),
+        ] {
+            assert_eq!(
+                parse(bad.clone()).unwrap_err().code(),
+                "MalformedEvent",
+                "{bad}"
+            );
+        }
+        // A message body is a rotate-vault action, never an enqueue-vault one (no loops).
+        assert!(parse_action(r#"{"action":"enqueue-vault"}"#).is_err());
     }
 
     #[test]

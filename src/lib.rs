@@ -12,6 +12,7 @@ pub mod config;
 pub mod deadline;
 pub mod document;
 pub mod dynatrace;
+pub mod enqueue;
 pub mod environment;
 pub mod event;
 pub mod leak;

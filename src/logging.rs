@@ -13,6 +13,7 @@ const CAPPED: &[&str] = &[
     "aws_smithy_runtime_api",
     "aws_smithy_http",
     "aws_sdk_secretsmanager",
+    "aws_sdk_sqs",
     "aws_config",
     "hyper",
     "hyper_util",

@@ -21,6 +21,18 @@ fn secrets_manager_client(aws: &aws_config::SdkConfig) -> aws_sdk_secretsmanager
     aws_sdk_secretsmanager::Client::from_conf(config)
 }
 
+/// The SQS client (`enqueue-vault`), with the same per-attempt timeout; its endpoint follows
+/// the SDK's own settings (`AWS_ENDPOINT_URL_SQS` for local testing).
+fn sqs_client(aws: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    let timeouts = aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(std::time::Duration::from_secs(5))
+        .build();
+    let config = aws_sdk_sqs::config::Builder::from(aws)
+        .timeout_config(timeouts)
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
 /// Builds what every invocation shares: configuration, clients, the Vault backend.
 async fn init() -> Result<Deps, HandlerError> {
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -40,6 +52,7 @@ async fn init() -> Result<Deps, HandlerError> {
         vault,
         config,
         secrets_manager,
+        sqs: sqs_client(&aws),
         dynatrace,
     })
 }

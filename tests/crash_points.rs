@@ -75,6 +75,7 @@ fn counted(base: &Deps, calls: &Arc<Calls>, with_sm: bool) -> Arc<Deps> {
     Arc::new(Deps {
         config: base.config.clone(),
         secrets_manager: sm,
+        sqs: base.sqs.clone(),
         dynatrace: dt,
         vault: base.vault.clone(),
     })

@@ -60,6 +60,7 @@ fn json_value_with(floats: BoxedStrategy<f64>) -> impl Strategy<Value = Value> {
             Just("rotate-vault"),
             Just("sweep"),
             Just("audit"),
+            Just("enqueue-vault"),
             Just("aws:sqs"),
             Just("aws.events"),
             Just("Scheduled Event"),
@@ -86,6 +87,7 @@ fn key() -> impl Strategy<Value = String> {
         Just("paths".to_owned()),
         Just("prefix".to_owned()),
         Just("dryRun".to_owned()),
+        Just("batchSize".to_owned()),
         Just("source".to_owned()),
         Just("body".to_owned()),
         Just("messageId".to_owned()),
@@ -108,6 +110,7 @@ fn valid_event() -> impl Strategy<Value = Value> {
         ),
         Just(json!({"action":"sweep","dryRun":true})),
         Just(json!({"action":"audit"})),
+        Just(json!({"action":"enqueue-vault","prefix":"dynatrace/","batchSize":7,"dryRun":true})),
     ]
 }
 

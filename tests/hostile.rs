@@ -154,6 +154,7 @@ impl StubDtWorld {
         let deps = Deps {
             config,
             secrets_manager: sm.clone(),
+            sqs: Moto::shared().sqs_client(),
             dynatrace: Dynatrace::new(fast_retries()).unwrap(),
             vault: None,
         };
@@ -212,6 +213,7 @@ fn vault_deps(addr: &str, vault_token: &str) -> Deps {
     Deps {
         config,
         secrets_manager: Moto::shared().client(),
+        sqs: Moto::shared().sqs_client(),
         dynatrace: Dynatrace::new(fast_retries()).unwrap(),
         vault: Some(backend),
     }

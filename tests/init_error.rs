@@ -255,6 +255,51 @@ async fn vault_credentials_come_from_a_secrets_manager_secret() {
     assert!(!answer.to_string().contains("never-issued"));
 }
 
+/// The binary's SQS client is built once in `main` from the SDK's own settings, so
+/// `AWS_ENDPOINT_URL_SQS` points it at moto: `enqueue-vault` fills `VAULT_QUEUE_URL` and the
+/// invocation prints its embedded-metric line.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_enqueues_through_the_sdk_endpoint_setting() {
+    let w = support_world().await;
+    let (path, _) = w.app("queued", serde_json::json!({})).await;
+    let moto = rotator_sandbox::Moto::shared();
+    let queue = rotator_sandbox::sqs::create_queue(
+        &moto.sqs_client(),
+        &format!("rotations-{}", rotator_sandbox::unique_suffix()),
+    )
+    .await
+    .unwrap();
+    let vars = vec![
+        ("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto.endpoint()),
+        ("AWS_ENDPOINT_URL_SQS", moto.endpoint()),
+        ("VAULT_ADDR", w.bao.addr()),
+        ("VAULT_TOKEN", w.bao.root_token().to_owned()),
+        ("VAULT_MANAGER_PATH", w.path("master")),
+        ("VAULT_QUEUE_URL", queue.clone()),
+    ];
+    let event = serde_json::json!({"action": "enqueue-vault", "paths": [path]});
+    let answer = tokio::task::spawn_blocking(move || invoke_binary(&vars, event))
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer["paths"].as_u64(), answer["messages"].as_u64()),
+        (Some(1), Some(1)),
+        "{answer}"
+    );
+    let received = rotator_sandbox::sqs::drain(&moto.sqs_client(), &queue)
+        .await
+        .unwrap();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].body.contains(&path), "{}", received[0].body);
+    let logs = answer["logs"].as_str().unwrap();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("\"_aws\"") && l.contains("\"Action\":\"enqueue-vault\"")),
+        "no EMF line: {logs}"
+    );
+    assert!(!answer.to_string().contains(w.bao.root_token()));
+}
+
 async fn support_world() -> support::VaultWorld {
     support::VaultWorld::new(&[]).await
 }

@@ -424,6 +424,7 @@ async fn bad_input_is_refused_without_any_change() {
     let deps = dynatrace_token_rotator::app::Deps {
         config: weak_world_cfg,
         secrets_manager: w.secrets_manager.clone(),
+        sqs: w.deps.sqs.clone(),
         dynatrace: dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
             .unwrap(),
         vault: None,
@@ -535,6 +536,7 @@ async fn environment_url_may_be_omitted_with_one_manager_but_not_with_several() 
     let deps = dynatrace_token_rotator::app::Deps {
         config,
         secrets_manager: w.secrets_manager.clone(),
+        sqs: w.deps.sqs.clone(),
         dynatrace: dynatrace_token_rotator::dynatrace::Dynatrace::new(support::fast_retries())
             .unwrap(),
         vault: None,

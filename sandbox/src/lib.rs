@@ -5,7 +5,8 @@
 //! free loopback ports, seeds them, and inspects them:
 //!
 //! - [`Moto`]: `moto_server` as AWS Secrets Manager, with the helpers of [`sm`] (create a secret,
-//!   put it into the pending state of a rotation, read versions and labels);
+//!   put it into the pending state of a rotation, read versions and labels), and as SQS, with
+//!   the helpers of [`sqs`] (create a queue, drain it);
 //! - [`Bao`]: `bao server -dev` (OpenBao) as Vault, with KV v1/v2, AppRole and policy helpers;
 //! - [`FaultProxy`]: a recording reverse proxy that injects faults in front of moto or OpenBao;
 //! - [`StubServer`] (module [`stub`]): a scripted loopback HTTP server for answers no real
@@ -27,6 +28,7 @@ mod moto;
 mod process;
 mod proxy;
 pub mod secrets_manager;
+pub mod sqs;
 pub mod stub;
 
 use std::fmt;

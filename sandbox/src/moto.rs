@@ -1,4 +1,4 @@
-//! `moto_server` as AWS Secrets Manager.
+//! `moto_server` as AWS Secrets Manager and SQS.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -70,6 +70,12 @@ impl Moto {
     /// tokio runtime: a client's connection pool belongs to the runtime that used it.
     pub fn client(&self) -> Client {
         crate::secrets_manager::client(&self.endpoint())
+    }
+
+    /// A new SQS client for this moto (see [`crate::sqs::client`]); one per tokio runtime, like
+    /// [`Moto::client`].
+    pub fn sqs_client(&self) -> aws_sdk_sqs::Client {
+        crate::sqs::client(&self.endpoint())
     }
 
     /// Path of the file collecting moto's output.

@@ -81,6 +81,7 @@ impl World {
         let deps = Deps {
             config,
             secrets_manager: sm.clone(),
+            sqs: moto.sqs_client(),
             dynatrace: Dynatrace::new(retries)
                 .expect("http client")
                 .with_max_in_flight(in_flight),
@@ -333,6 +334,7 @@ impl VaultWorld {
         let deps = Deps {
             config,
             secrets_manager: Moto::shared().client(),
+            sqs: Moto::shared().sqs_client(),
             dynatrace: Dynatrace::new(retries)
                 .expect("http client")
                 .with_max_in_flight(in_flight),
