@@ -16,6 +16,8 @@ use rotator_sandbox::secrets_manager::{
 use rotator_sandbox::{Bao, CargoLambda, Error, Moto, Result, token_document, workspace_root};
 use serde_json::Value;
 
+mod bench;
+
 const MANAGER_SECRET: &str = "dynatrace/manager";
 const APP_SECRET: &str = "dynatrace/app1";
 const APP_TOKEN_NAME: &str = "app1 metrics";
@@ -31,8 +33,9 @@ const VAULT_APPS: [(&str, &str); 3] = [
 fn usage() -> ExitCode {
     eprintln!(
         "usage: sandbox demo\n\n\
-         bench  measure a 200-path Vault run (20 ms Dynatrace latency, concurrency 16), cold\n       \
-         start, peak memory and time per Secrets Manager rotation of the release binary\n       \
+         bench  measure the release binary against a tenant serving 16 requests at once at 20 ms:\n       \
+         cold start, 200- and 2,000-path Vault runs, enqueue-vault + SQS, the calls of a\n       \
+         Secrets Manager rotation, sweep and audit of 10,000 tokens / 1,000 secrets, peak RSS\n       \
          demo   rotate a Dynatrace token held in moto (Secrets Manager) with the Lambda binary\n       \
          under `cargo lambda watch`, against the Dynatrace emulator, and report the result\n\n\
          Run it through scripts/demo.sh, which installs the tools first."
@@ -49,7 +52,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["demo"] => {}
-        ["bench"] => return run(bench()),
+        ["bench"] => return run(bench::bench()),
         _ => return usage(),
     }
     run(demo())
@@ -610,136 +613,6 @@ fn function_peak_rss_kib() -> Option<u64> {
 
 /// The benchmark: release binary under `cargo lambda watch --release`, emulator with 20 ms
 /// latency per request, OpenBao with 200 secrets, `ROTATION_CONCURRENCY=16`.
-async fn bench() -> Result<()> {
-    const PATHS: usize = 200;
-    say("building the release binary");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = tokio::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "dynatrace-token-rotator",
-            "--bin",
-            "dynatrace-token-rotator",
-        ])
-        .current_dir(workspace_root())
-        .status()
-        .await?;
-    if !status.success() {
-        return Err(Error::new("release build failed"));
-    }
-    let binary = workspace_root().join("target/release/dynatrace-token-rotator");
-    let size = std::fs::metadata(&binary)?.len();
-    println!(
-        "    release binary (host architecture): {} bytes ({:.1} MiB)",
-        size,
-        size as f64 / 1048576.0
-    );
-
-    let emulator = Emulator::start().await;
-    let manager = emulator.seed_token(SeedToken::new("bench manager", &MANAGER_SCOPES));
-    let moto = tokio::task::spawn_blocking(Moto::start)
-        .await
-        .map_err(|e| Error::new(e.to_string()))??;
-    let client = moto.client();
-    let manager_doc = token_document(&emulator.url(), &manager.value, &[]);
-    secrets_manager::create_secret(&client, MANAGER_SECRET, &manager_doc).await?;
-    let bao = tokio::task::spawn_blocking(Bao::start)
-        .await
-        .map_err(|e| Error::new(e.to_string()))??;
-    bao.kv_put(
-        "secret",
-        VAULT_MANAGER_PATH,
-        &serde_json::from_str(&manager_doc)?,
-    )
-    .await?;
-    say(&format!("seeding {PATHS} Vault secrets"));
-    for i in 0..PATHS {
-        let t = emulator.seed_token(SeedToken::new(&format!("fleet app {i}"), &APP_SCOPES));
-        bao.kv_put(
-            "secret",
-            &format!("fleet/app{i:03}"),
-            &serde_json::json!({"token": t.value}),
-        )
-        .await?;
-    }
-    let app = emulator.seed_token(SeedToken::new(APP_TOKEN_NAME, &APP_SCOPES));
-    secrets_manager::create_secret(
-        &client,
-        APP_SECRET,
-        &token_document(&emulator.url(), &app.value, &[]),
-    )
-    .await?;
-
-    let lambda = start_function(
-        &moto,
-        &bao,
-        &[("RUST_LOG", "warn"), ("ROTATION_CONCURRENCY", "16")],
-        true,
-    )
-    .await
-    .map_err(|e| Error::new(e.to_string()))??;
-
-    say("cold start: first invocation (process start + init + a dry run) vs. the same warm");
-    let probe =
-        serde_json::json!({"action": "rotate-vault", "paths": ["fleet/app000"], "dryRun": true})
-            .to_string();
-    let t = std::time::Instant::now();
-    lambda.invoke(&probe).await?;
-    let cold = t.elapsed();
-    let t = std::time::Instant::now();
-    lambda.invoke(&probe).await?;
-    let warm = t.elapsed();
-    println!(
-        "    first invocation {cold:?}, warm {warm:?}: init ~{:?} (includes cargo-lambda's process start)",
-        cold.saturating_sub(warm)
-    );
-
-    emulator.set_latency(Duration::from_millis(20));
-    say(&format!(
-        "{PATHS}-path rotate-vault run, 20 ms per Dynatrace request, ROTATION_CONCURRENCY=16"
-    ));
-    let action = serde_json::json!({"action": "rotate-vault", "prefix": "fleet/"}).to_string();
-    let t = std::time::Instant::now();
-    let out = lambda.invoke(&action).await?;
-    let elapsed = t.elapsed();
-    let summary: Value = serde_json::from_str(&out)?;
-    println!(
-        "    {elapsed:?}: rotated {}, skipped {}, failed {} ({} Dynatrace requests)",
-        summary["rotated"],
-        summary["skipped"],
-        summary["failed"],
-        emulator.requests().len()
-    );
-
-    say("one Secrets Manager rotation (four invocations), 20 ms per Dynatrace request");
-    let version = secrets_manager::begin_rotation(&client, APP_SECRET, LAMBDA_ARN).await?;
-    let t = std::time::Instant::now();
-    for step in STEPS {
-        let payload = serde_json::json!({"Step": step, "SecretId": APP_SECRET, "ClientRequestToken": version}).to_string();
-        lambda.invoke(&payload).await?;
-    }
-    println!(
-        "    {:?} for the four steps (each includes cargo lambda invoke's own process start)",
-        t.elapsed()
-    );
-    match function_peak_rss_kib() {
-        Some(kib) => println!(
-            "    function process peak RSS (VmHWM): {kib} KiB ({:.1} MiB)",
-            kib as f64 / 1024.0
-        ),
-        None => println!("    function process not found for the memory reading"),
-    }
-    if summary["rotated"].as_u64() != Some(PATHS as u64) {
-        return Err(Error::new(format!(
-            "the bench run did not rotate every path: {}",
-            one_line(&out)
-        )));
-    }
-    Ok(())
-}
 
 /// Starts the rotator under `cargo lambda watch` (release profile when `release`) with the
 /// sandbox's environment: managers in moto, Vault at `bao` with its root token, plus `extra`.
