@@ -27,6 +27,9 @@ use crate::environment::EnvironmentUrl;
 use crate::secret::{TokenValue, redact_text};
 use crate::throttle::{NoSlot, Windows};
 
+/// Longest wait for an event ingest (one attempt: see [`Dynatrace::ingest_event`]).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Calls in flight per environment when not configured (`ROTATION_CONCURRENCY`'s default).
 pub const DEFAULT_IN_FLIGHT: usize = 8;
 
@@ -541,7 +544,8 @@ impl Dynatrace {
         })
     }
 
-    /// `POST /api/v2/events/ingest` of one event; checks the per-event status.
+    /// `POST /api/v2/events/ingest` of one event, one attempt of at most 3 s; checks the
+    /// per-event status.
     pub async fn ingest_event(
         &self,
         env: &EnvironmentUrl,
@@ -550,13 +554,49 @@ impl Dynatrace {
         deadline: Deadline,
     ) -> Result<(), DtError> {
         let op = "event ingest";
-        let reply = self
-            .send(env, op, true, deadline, |c| {
-                c.post(env.join("/api/v2/events/ingest"))
-                    .header("Authorization", auth_header(auth))
-                    .json(event)
-            })
-            .await?;
+        // One short attempt: an event never holds up the work it reports (no retries, no
+        // back-off, and a 429 here neither shrinks nor pauses the environment's window).
+        let slot = self
+            .windows
+            .of(env.as_str())
+            .acquire(deadline)
+            .await
+            .map_err(|_| DtError::Unavailable {
+                op,
+                status: 429,
+                attempts: 0,
+                message: "no slot of the environment's window before the deadline".into(),
+            })?;
+        let resp = self
+            .http
+            .post(env.join("/api/v2/events/ingest"))
+            .header("Authorization", auth_header(auth))
+            .json(event)
+            .timeout(deadline.cap(EVENT_TIMEOUT))
+            .send()
+            .await
+            .map_err(|e| DtError::Transport {
+                op,
+                env: env.to_string(),
+                detail: describe_transport(&e),
+                ambiguous: true,
+            })?;
+        let status = resp.status().as_u16();
+        let body = crate::body::read_capped(resp, crate::body::MAX_RESPONSE_BYTES)
+            .await
+            .map_err(|_| DtError::Protocol {
+                op,
+                detail: format!("status {status} with an unreadable or oversized body"),
+            })?;
+        drop(slot);
+        let reply = Reply {
+            status,
+            body,
+            unclear_before: false,
+        };
+        if (300..400).contains(&status) {
+            return Err(DtError::Redirect { op, status });
+        }
         if !(200..300).contains(&reply.status) {
             return Err(status_error(op, env, &reply));
         }
@@ -686,7 +726,7 @@ impl Dynatrace {
                             &slot,
                             retry_after.map(|d| d.min(self.retry.max_retry_after)),
                         );
-                    } else {
+                    } else if status < 500 {
                         window.succeeded();
                     }
                     drop(slot);

@@ -42,28 +42,24 @@ pub struct Message {
     pub id: String,
     /// The paths the message names.
     pub paths: Vec<String>,
-    /// The body: `{"action":"rotate-vault","paths":[...]}` (plus `"force":true`).
+    /// The body: `{"action":"rotate-vault","paths":[...]}`.
     pub body: String,
 }
 
 /// The body of a `rotate-vault` message for `paths`.
-fn body(paths: &[String], force: bool) -> String {
-    let mut v = serde_json::json!({"action": "rotate-vault", "paths": paths});
-    if force {
-        v["force"] = serde_json::Value::Bool(true);
-    }
-    v.to_string()
+fn body(paths: &[String]) -> String {
+    serde_json::json!({"action": "rotate-vault", "paths": paths}).to_string()
 }
 
 /// Splits `paths` (in order) into `rotate-vault` messages of at most `batch_size` paths and
 /// at most [`MAX_CALL_BYTES`] of body each. Every path is in exactly one message.
-pub fn messages(paths: &[String], batch_size: usize, force: bool) -> Vec<Message> {
+pub fn messages(paths: &[String], batch_size: usize) -> Vec<Message> {
     let batch_size = batch_size.max(1);
     let mut out: Vec<Vec<String>> = Vec::new();
     let mut current: Vec<String> = Vec::new();
     for p in paths {
         current.push(p.clone());
-        let too_big = current.len() > 1 && body(&current, force).len() > MAX_CALL_BYTES;
+        let too_big = current.len() > 1 && body(&current).len() > MAX_CALL_BYTES;
         if too_big {
             let last = current.pop().unwrap_or_default();
             out.push(std::mem::take(&mut current));
@@ -80,7 +76,7 @@ pub fn messages(paths: &[String], batch_size: usize, force: bool) -> Vec<Message
         .enumerate()
         .map(|(i, paths)| Message {
             id: i.to_string(),
-            body: body(&paths, force),
+            body: body(&paths),
             paths,
         })
         .collect()
@@ -410,19 +406,20 @@ pub async fn run(
     action: &EnqueueAction,
     deadline: Deadline,
 ) -> Result<Summary, EnqueueError> {
-    let queue = config
-        .vault_queue_url
-        .as_deref()
-        .ok_or(EnqueueError::NoQueue)?;
+    // A dry run only lists and counts: it needs no queue.
+    let queue = match config.vault_queue_url.as_deref() {
+        Some(q) => Some(q),
+        None if action.dry_run => None,
+        None => return Err(EnqueueError::NoQueue),
+    };
     let backend = backend.ok_or(RunError::NotConfigured)?;
     let paths = list(backend, action, deadline).await?;
-    let messages = messages(&paths, action.batch_size, action.force);
+    let messages = messages(&paths, action.batch_size);
     tracing::info!(
         paths = paths.len(),
         messages = messages.len(),
         batch_size = action.batch_size,
         dry_run = action.dry_run,
-        force = action.force,
         "enqueue-vault"
     );
     let summary = |sent: usize, errors: Vec<Unsent>| Summary {
@@ -432,9 +429,9 @@ pub async fn run(
         messages: sent,
         errors,
     };
-    if action.dry_run || messages.is_empty() {
+    let Some(queue) = queue.filter(|_| !action.dry_run && !messages.is_empty()) else {
         return Ok(summary(messages.len(), Vec::new()));
-    }
+    };
     let sent = send_all(
         &SqsQueue {
             client: sqs,
@@ -493,7 +490,7 @@ mod tests {
     #[test]
     fn messages_hold_at_most_batch_size_paths_and_each_path_once() {
         let ps = paths(30);
-        let ms = messages(&ps, 7, false);
+        let ms = messages(&ps, 7);
         assert_eq!(
             ms.iter().map(|m| m.paths.len()).collect::<Vec<_>>(),
             [7, 7, 7, 7, 2]
@@ -507,10 +504,7 @@ mod tests {
         }
         let ids: std::collections::BTreeSet<_> = ms.iter().map(|m| m.id.clone()).collect();
         assert_eq!(ids.len(), ms.len());
-        let forced = messages(&ps[..3], 25, true);
-        assert_eq!(forced.len(), 1);
-        assert!(crate::event::parse_action(&forced[0].body).unwrap().force);
-        assert!(messages(&[], 25, false).is_empty());
+        assert!(messages(&[], 25).is_empty());
     }
 
     #[test]
@@ -518,7 +512,7 @@ mod tests {
         let long: Vec<String> = (0..400)
             .map(|i| format!("{}/{i}", "p".repeat(500)))
             .collect();
-        let ms = messages(&long, 250, false);
+        let ms = messages(&long, 250);
         assert!(ms.len() > 1);
         for m in &ms {
             assert!(m.body.len() <= MAX_CALL_BYTES, "{}", m.body.len());
@@ -528,7 +522,7 @@ mod tests {
 
     #[test]
     fn calls_hold_at_most_ten_entries_and_256_kib() {
-        let ms = messages(&paths(95), 1, false);
+        let ms = messages(&paths(95), 1);
         let refs: Vec<&Message> = ms.iter().collect();
         let cs = calls(&refs);
         assert_eq!(
@@ -538,7 +532,7 @@ mod tests {
         let long: Vec<String> = (0..1000)
             .map(|i| format!("{}/{i}", "p".repeat(500)))
             .collect();
-        let ms = messages(&long, 200, false);
+        let ms = messages(&long, 200);
         let refs: Vec<&Message> = ms.iter().collect();
         for call in calls(&refs) {
             assert!(call.iter().map(|m| m.body.len()).sum::<usize>() <= MAX_CALL_BYTES);
@@ -614,7 +608,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_entries_are_sent_again_unless_the_sender_is_at_fault() {
-        let ms = messages(&paths(12), 1, false);
+        let ms = messages(&paths(12), 1);
         // first round: calls of 10 and 2 entries, "1" refused retryably; the retry takes it.
         let s = Scripted::new(vec![refuse(&[], &["1"]), refuse(&[], &[])]);
         let sent = send_all(&s, &ms, Deadline::none()).await;
@@ -630,7 +624,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_cannot_be_sent_is_reported_with_its_paths() {
-        let ms = messages(&paths(5), 2, false);
+        let ms = messages(&paths(5), 2);
         let s = Scripted::new(vec![refuse(&["0"], &["1"]), refuse(&[], &["1"])]);
         let sent = send_all(&s, &ms, Deadline::none()).await;
         assert_eq!(sent.sent, 1);
@@ -647,7 +641,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_call_is_repeated_only_when_it_may_pass() {
-        let ms = messages(&paths(3), 1, false);
+        let ms = messages(&paths(3), 1);
         let s = Scripted::new(vec![fail(true), refuse(&[], &[])]);
         assert_eq!(send_all(&s, &ms, Deadline::none()).await.sent, 3);
         assert_eq!(s.calls.borrow().len(), 2);

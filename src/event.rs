@@ -99,8 +99,6 @@ pub struct EnqueueAction {
     pub prefix: Option<String>,
     /// Most paths per message (`batchSize`, 1 to [`MAX_BATCH_SIZE`]).
     pub batch_size: usize,
-    /// Passed on to every message: rotate even when not due.
-    pub force: bool,
     /// Report the counts; send nothing.
     pub dry_run: bool,
 }
@@ -418,7 +416,8 @@ fn parse_leak(v: &Value) -> Result<LeakAction, EventError> {
     })
 }
 
-/// Decodes `{"action":"enqueue-vault","paths"|"prefix"?,"batchSize"?,"force"?,"dryRun"?}`.
+/// Decodes `{"action":"enqueue-vault","paths"|"prefix"?,"batchSize"?,"dryRun"?}` (`force` is
+/// refused: see the error).
 fn parse_enqueue(v: Value) -> Result<EnqueueAction, EventError> {
     let wire: EnqueueWire = serde_json::from_value(v).map_err(|e| {
         EventError::Malformed(format!("enqueue-vault action: {}", shown(&e.to_string())))
@@ -432,11 +431,15 @@ fn parse_enqueue(v: Value) -> Result<EnqueueAction, EventError> {
             )));
         }
     };
+    if wire.force {
+        return Err(EventError::Malformed(
+            "enqueue-vault does not take `force`: SQS delivers a message at least once and a failed batch runs again, so a forced message could rotate its paths twice and revoke the token consumers just received; use rotate-vault with `force` for the paths that must rotate now".into(),
+        ));
+    }
     Ok(EnqueueAction {
         paths: wire.paths,
         prefix: wire.prefix,
         batch_size,
-        force: wire.force,
         dry_run: wire.dry_run,
     })
 }
@@ -553,17 +556,22 @@ mod tests {
                 paths: vec![],
                 prefix: None,
                 batch_size: DEFAULT_BATCH_SIZE,
-                force: false,
                 dry_run: false
             }
         );
-        let Invocation::EnqueueVault(a) = parse(json!({"action":"enqueue-vault","prefix":"dynatrace/","batchSize":7,"force":true,"dryRun":true})).unwrap() else {
+        let Invocation::EnqueueVault(a) = parse(
+            json!({"action":"enqueue-vault","prefix":"dynatrace/","batchSize":7,"dryRun":true}),
+        )
+        .unwrap() else {
             panic!()
         };
         assert_eq!(
-            (a.prefix.as_deref(), a.batch_size, a.force, a.dry_run),
-            (Some("dynatrace/"), 7, true, true)
+            (a.prefix.as_deref(), a.batch_size, a.dry_run),
+            (Some("dynatrace/"), 7, true)
         );
+        let e = parse(json!({"action":"enqueue-vault","prefix":"dynatrace/","force":true}))
+            .unwrap_err();
+        assert!(e.to_string().contains("at least once"), "{e}");
         let Invocation::EnqueueVault(a) =
             parse(json!({"action":"enqueue-vault","paths":["a","b"],"batchSize":250})).unwrap()
         else {

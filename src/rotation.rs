@@ -493,6 +493,18 @@ pub async fn revoke_known(
     }
     let name = token.name_str();
     let outcome = if marker::leaked_on(name).is_some() {
+        // Evidence: never renamed or deleted; disabled again if someone re-enabled it.
+        if token.is_enabled() {
+            let update = TokenUpdate {
+                enabled: Some(false),
+                ..Default::default()
+            };
+            dt_client
+                .update(&mgr.env, &mgr.token, id, &update, deadline)
+                .await
+                .map_err(dynatrace_error(format!("disabling leaked token {id}")))?;
+            tracing::warn!(token_id = %id, "a token disabled as leaked was enabled again: disabled (name kept as evidence)");
+        }
         tracing::info!(token_id = %id, "old token was disabled as leaked: kept as evidence");
         Revoked::Evidence
     } else {

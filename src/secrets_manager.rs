@@ -15,7 +15,7 @@ use crate::document::SecretDocument;
 use crate::dynatrace::Dynatrace;
 pub use crate::event::{Step, StepRequest};
 use crate::marker::{self, Marker};
-use crate::policy::RevokeOld;
+use crate::policy::{OldTokenAction, RevokeOld};
 use crate::rotation::{
     self, Attempt, Candidate, Manager, ManagerSet, Proof, Replaced, RotationError, dynatrace_error,
 };
@@ -97,6 +97,19 @@ pub enum SecretsManagerError {
         /// The token.
         token_id: String,
     },
+    /// The pending token was disabled as leaked (`revoke-leaked`): it must never become
+    /// current, and the rotator never re-enables it.
+    #[error(
+        "the pending token {token_id} of secret {secret} was disabled as leaked; it is never re-enabled: remove AWSPENDING from version {version} and rotate again"
+    )]
+    PendingTokenLeaked {
+        /// The secret.
+        secret: String,
+        /// The version.
+        version: String,
+        /// The token.
+        token_id: String,
+    },
     /// A manager secret could not be read or used.
     #[error("manager token secret {id} is unusable: {reason}")]
     ManagerUnusable {
@@ -155,6 +168,7 @@ impl SecretsManagerError {
             SecretsManagerError::NoCurrentValue(_) => "NoCurrentValue",
             SecretsManagerError::PendingMissing { .. } => "PendingValueMissing",
             SecretsManagerError::PendingTokenVanished { .. } => "PendingTokenVanished",
+            SecretsManagerError::PendingTokenLeaked { .. } => "PendingTokenLeaked",
             SecretsManagerError::ManagerUnusable { .. } => "ManagerUnusable",
             SecretsManagerError::SecretNotFound(_) => "SecretNotFound",
             SecretsManagerError::Aws { .. } => "SecretsManagerError",
@@ -407,9 +421,19 @@ pub async fn run_step(
                         .map_err(rot)?;
                     let expected = rotation::intended_scopes(ctx.config, &facts).map_err(rot)?;
                     let pmgr = managers.select(p.environment_url.as_deref()).map_err(rot)?;
-                    rotation::prove(ctx.dynatrace, &pmgr.env, &p.token, &expected, deadline)
-                        .await
-                        .map_err(rot)?;
+                    let proof =
+                        rotation::prove(ctx.dynatrace, &pmgr.env, &p.token, &expected, deadline)
+                            .await;
+                    if let Err(failed) = proof {
+                        // Scopes edited since createSecret: restore them and prove again (the
+                        // intended scopes are known here; setSecret no longer reads them).
+                        if !restore_scopes(ctx, req, pmgr, &p, &expected, deadline).await? {
+                            return Err(rot(failed));
+                        }
+                        rotation::prove(ctx.dynatrace, &pmgr.env, &p.token, &expected, deadline)
+                            .await
+                            .map_err(rot)?;
+                    }
                     report.token_id = p.token_id_hint();
                     report.status = "tested";
                 }
@@ -538,9 +562,16 @@ async fn create(
         &store,
         deadline,
     )
-    .await
-    .map_err(rot)?;
-    match replaced {
+    .await;
+    // Anything but a settled store may leave a token behind: make sure the label is there
+    // (a concurrent run of the same step may have removed it meanwhile). Best effort.
+    if !matches!(replaced, Ok(Replaced::Stored { settled: true, .. }))
+        && let Some(v) = &current_version
+        && let Err(e) = set_label(ctx, secret, MINTING, Some(v), None).await
+    {
+        tracing::warn!(secret, version, error = %e, "could not keep the {MINTING} label; the sweep finds what this attempt may have left");
+    }
+    match replaced.map_err(rot)? {
         Replaced::Stored {
             created, settled, ..
         } => {
@@ -632,6 +663,17 @@ impl rotation::Store for PendingVersion<'_> {
 
     async fn write(&self, doc: &SecretDocument) -> Attempt<Result<(), SecretsManagerError>> {
         let secret = self.req.secret_id.as_str();
+        // Secrets Manager refuses a second, different value under one ClientRequestToken; moto
+        // overwrites a version labelled AWSPENDING. Look first, so that a concurrent run's
+        // stored successor is refused here as Secrets Manager would (the read-back settles it).
+        if let Ok(Some(there)) = self.read_back().await
+            && !there.token.same_as(&doc.token)
+        {
+            return Attempt::Definitive(Err(SecretsManagerError::PendingMissing {
+                secret: secret.to_owned(),
+                version: self.req.client_request_token.clone(),
+            }));
+        }
         let body = doc.render();
         let put = self
             .ctx
@@ -720,6 +762,13 @@ async fn set(
                 .unwrap_or_else(|| "<unknown>".into()),
         })?;
     let id = token.id_str().to_owned();
+    if marker::leaked_on(token.name_str()).is_some() {
+        return Err(SecretsManagerError::PendingTokenLeaked {
+            secret: secret.to_owned(),
+            version: req.client_request_token.clone(),
+            token_id: id,
+        });
+    }
     if token.is_enabled() {
         // As minted: testSecret proves its scopes against the current token's, by value.
         return Ok(id);
@@ -744,6 +793,53 @@ async fn set(
             .map_err(|e| rot(dynatrace_error(format!("repairing pending token {id}"))(e)))?;
     }
     Ok(id)
+}
+
+/// After a failed proof in testSecret: when the pending token (looked up by its value) is
+/// enabled but holds other scopes than `expected`, sets them. Returns whether it did (then the
+/// proof is worth repeating). A token disabled as leaked is refused, never touched.
+async fn restore_scopes(
+    ctx: &SecretsManagerContext<'_>,
+    req: &StepRequest,
+    mgr: &Manager,
+    pending: &SecretDocument,
+    expected: &[String],
+    deadline: Deadline,
+) -> Result<bool, SecretsManagerError> {
+    let secret = req.secret_id.as_str();
+    let rot = |source: RotationError| SecretsManagerError::Rotation {
+        secret: secret.to_owned(),
+        source,
+    };
+    let Some(token) = ctx
+        .dynatrace
+        .lookup(&mgr.env, &mgr.token, &pending.token, deadline)
+        .await
+        .map_err(|e| rot(dynatrace_error("looking up the pending token by its value")(e)))?
+    else {
+        return Ok(false);
+    };
+    let id = token.id_str().to_owned();
+    if marker::leaked_on(token.name_str()).is_some() {
+        return Err(SecretsManagerError::PendingTokenLeaked {
+            secret: secret.to_owned(),
+            version: req.client_request_token.clone(),
+            token_id: id,
+        });
+    }
+    if !token.is_enabled() || crate::policy::same_scopes(&token.scope_list(), expected) {
+        return Ok(false);
+    }
+    tracing::warn!(token_id = %id, "the pending token's scopes were changed since createSecret: restoring them");
+    let update = crate::dynatrace::TokenUpdate {
+        scopes: Some(expected.to_vec()),
+        ..Default::default()
+    };
+    ctx.dynatrace
+        .update(&mgr.env, &mgr.token, &id, &update, deadline)
+        .await
+        .map_err(|e| rot(dynatrace_error(format!("restoring pending token {id}"))(e)))?;
+    Ok(true)
 }
 
 /// The token under AWSPREVIOUS as a revocation candidate: proven when its value looks up to
@@ -845,8 +941,9 @@ async fn finish(
         .await
         .map_err(rot)?;
     // The tenant-wide listing for what an interrupted attempt minted only when createSecret
-    // left MINTING (a crash, a failure, a lost answer not settled); otherwise nothing can be
-    // left and the listing is saved.
+    // left MINTING (a crash, a failure, a lost answer not settled). Without it the listing is
+    // saved; what else may be left (a rotation abandoned after its token was stored, a race
+    // between two runs of one step) is the sweep's, which finds it by this secret's marker.
     if described.holder(MINTING).is_some() {
         let (cleaned, complete) =
             clean_orphans(ctx, mgr, described, version, &keep, &revoked, deadline).await;
@@ -882,7 +979,7 @@ async fn finish(
     tracing::info!(secret, version, token_id = %new_id, previous_token_id = ?cur_id, "rotation finished: new token is AWSCURRENT");
     if ctx.config.events {
         let old = cur_id.as_deref().unwrap_or("<unknown>");
-        rotation::report_event(ctx.dynatrace, mgr, secret, old, &new_id, deadline).await;
+        rotation::report_event(ctx.dynatrace, mgr, &described.arn, old, &new_id, deadline).await;
     }
     Ok((new_id, revoked))
 }
@@ -911,9 +1008,11 @@ async fn revoke_proven(
     let mut revoked = Vec::new();
     for id in targets.revoke {
         let action = ctx.config.old_token_action;
-        // The lookup that proved it answered its name and state: no second read.
+        // The lookup that proved it answered its name and state: no second read before a
+        // disable. A delete reads afresh (a token renamed as leaked since is kept).
         let known = proven
             .iter()
+            .filter(|_| action == OldTokenAction::Disable)
             .find_map(|p| p.token.as_ref().filter(|t| t.id_str() == id));
         let outcome = match known {
             Some(token) => {
@@ -1007,9 +1106,17 @@ async fn clean_orphans(
             && manager_id.as_deref() != Some(id.as_str());
         if orphan && (ours || ctx.config.revoke_old != RevokeOld::Never) && !already.contains(&id) {
             let action = ctx.config.old_token_action;
-            match rotation::revoke_known(ctx.dynatrace, mgr, &t, None, action, today, deadline)
-                .await
-            {
+            let outcome = match action {
+                OldTokenAction::Disable => {
+                    rotation::revoke_known(ctx.dynatrace, mgr, &t, None, action, today, deadline)
+                        .await
+                }
+                // A delete reads afresh: a token renamed as leaked since the listing is kept.
+                OldTokenAction::Delete => {
+                    rotation::revoke(ctx.dynatrace, mgr, &id, None, action, today, deadline).await
+                }
+            };
+            match outcome {
                 Ok(_) => revoked.push(id),
                 Err(e) => {
                     complete = false;

@@ -80,7 +80,7 @@ struct State {
     epoch: u64,
     /// No call before this instant (`Retry-After`).
     paused_until: Option<Instant>,
-    /// The last cut.
+    /// The last `429`.
     last_cut: Option<Instant>,
 }
 
@@ -178,12 +178,24 @@ impl Window {
                 .map_err(|_| NoSlot::Busy)?,
         }
         .map_err(|_| NoSlot::Busy)?;
-        let epoch = self.lock().epoch;
-        Ok(Slot {
+        let slot = Slot {
             window: self.clone(),
             permit: Some(permit),
-            epoch,
-        })
+            epoch: self.lock().epoch,
+        };
+        // A pause that began while this call queued for its slot applies to it too.
+        let paused = self
+            .lock()
+            .paused_until
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero());
+        if let Some(wait) = paused {
+            if !deadline.allows(wait) {
+                return Err(NoSlot::Paused);
+            }
+            tokio::time::sleep(wait).await;
+        }
+        Ok(slot)
     }
 
     /// A call answered without throttling: grow by one slot per window of such answers.
@@ -220,11 +232,12 @@ impl Window {
                 state.paused_until = Some(until);
             }
         }
+        // A quiet minute is counted from the last 429, not the last cut.
+        state.last_cut = Some(Instant::now());
         if slot.epoch != state.epoch {
             return;
         }
         state.epoch += 1;
-        state.last_cut = Some(Instant::now());
         let target = (state.limit / 2).max(1);
         state.limit = target;
         state.credit = 0;

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use dynatrace_emulator::{FaultKind, FaultRule, PathMatch};
-use rotator_sandbox::secrets_manager::STEPS;
+use rotator_sandbox::secrets_manager::{self, STEPS};
 use serde_json::json;
 use support::{VaultWorld, World};
 
@@ -70,18 +70,32 @@ async fn the_same_secrets_manager_step_twice_at_once() {
         PathMatch::Exact("/api/v2/apiTokens".into()),
         FaultKind::Delay(Duration::from_millis(150)),
     ));
+    let mut overwritten_by_moto = false;
     for step in STEPS {
         let (a, b) = tokio::join!(
             w.step(&secret, &version, step),
             w.step(&secret, &version, step)
         );
         assert!(a.is_ok() || b.is_ok(), "{step}: both failed: {a:?} {b:?}");
-        if let (Ok(a), Ok(b)) = (&a, &b) {
-            assert_eq!(a["tokenId"], b["tokenId"], "{step}: {a} {b}");
+        if let (Ok(a), Ok(b)) = (&a, &b)
+            && a["tokenId"] != b["tokenId"]
+        {
+            // Only on moto: Secrets Manager refuses a second, different value under one
+            // ClientRequestToken, moto overwrites a version labelled AWSPENDING. When both
+            // runs check the version before either puts, both store and read back their
+            // own; the overwritten token is unreferenced and left to the sweep.
+            assert_eq!(step, "createSecret", "{a} {b}");
+            let pending = w.token_id_at(&secret, secrets_manager::AWSPENDING).await;
+            assert!(
+                pending.as_ref() == a["tokenId"].as_str().map(str::to_owned).as_ref()
+                    || pending.as_ref() == b["tokenId"].as_str().map(str::to_owned).as_ref()
+            );
+            overwritten_by_moto = true;
         }
     }
     w.assert_invariants(&secret).await;
-    assert_eq!(w.live_minted().len(), 1, "{:?}", w.live_minted());
+    let expected = if overwritten_by_moto { 2 } else { 1 };
+    assert_eq!(w.live_minted().len(), expected, "{:?}", w.live_minted());
     assert!(w.token(&original.id).enabled);
     assert_eq!(w.stages(&secret).await[&version], vec!["AWSCURRENT"]);
     w.assert_no_leaks();

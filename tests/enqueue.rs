@@ -135,7 +135,7 @@ async fn a_dry_run_sends_nothing_and_reports_the_counts() {
 }
 
 #[tokio::test]
-async fn without_paths_it_enqueues_the_configured_ones_and_passes_force_on() {
+async fn without_paths_it_enqueues_the_configured_ones_and_refuses_force() {
     let (mut w, url, paths) = world_with_apps(3).await;
     // The template's schedule sends {"action":"enqueue-vault"}: VAULT_ROTATE_* decide.
     w.deps.vault.as_mut().unwrap().config.rotate_prefix = Some(format!("{}/dynatrace/", w.root));
@@ -151,10 +151,16 @@ async fn without_paths_it_enqueues_the_configured_ones_and_passes_force_on() {
     assert_eq!(received.len(), 1);
     assert_eq!(parse_action(&received[0].body).unwrap().paths, paths);
 
-    // Explicit paths (the manager among them is left out), forced.
+    // `force` is refused: a message delivered twice would rotate its paths twice.
+    let refused = w
+        .invoke(json!({"action": "enqueue-vault", "paths": [&paths[0]], "force": true}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.error_type, "MalformedEvent", "{}", refused.message);
+    // Explicit paths (the manager among them is left out).
     let manager = format!("{}/dynatrace/master", w.root);
     let out = w
-        .invoke(json!({"action": "enqueue-vault", "paths": [&paths[0], &manager], "force": true}))
+        .invoke(json!({"action": "enqueue-vault", "paths": [&paths[0], &manager]}))
         .await
         .unwrap();
     assert_eq!(
@@ -166,7 +172,10 @@ async fn without_paths_it_enqueues_the_configured_ones_and_passes_force_on() {
         .await
         .unwrap();
     let action = parse_action(&received[0].body).unwrap();
-    assert_eq!((action.paths, action.force), (vec![paths[0].clone()], true));
+    assert_eq!(
+        (action.paths, action.force),
+        (vec![paths[0].clone()], false)
+    );
 
     // Nothing listed: nothing to send, and that is no failure.
     let out = w

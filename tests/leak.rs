@@ -507,3 +507,40 @@ async fn events_report_rotations_revocations_and_leaks_in_both_backends() {
     assert_eq!(events_titled(&v.emu, "API token rotated").len(), 2);
     v.assert_no_leaks();
 }
+
+/// A pending token that leaks mid-rotation is never re-enabled by setSecret (it would become
+/// current and, named as evidence, never be revoked): the step refuses with
+/// `PendingTokenLeaked`.
+#[tokio::test]
+async fn a_leaked_pending_token_is_never_re_enabled() {
+    let w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
+    let (secret, original) = w.app_secret(json!({})).await;
+    let version = w.begin(&secret).await;
+    w.step(&secret, &version, "createSecret").await.unwrap();
+    let pending = w
+        .token_id_at(&secret, secrets_manager::AWSPENDING)
+        .await
+        .unwrap();
+    // What revoke-leaked does to the token (its RotateSecret, which in AWS is refused while
+    // this rotation is pending, is left out): disabled and renamed as leaked.
+    let name = format!("{} [leaked 2026-12-03]", w.token(&pending).name);
+    let resp = reqwest::Client::new()
+        .put(format!("{}/api/v2/apiTokens/{pending}", w.emu.url()))
+        .header("Authorization", format!("Api-Token {}", w.manager.value))
+        .json(&json!({"name": name, "enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let err = w.step(&secret, &version, "setSecret").await.unwrap_err();
+    assert_eq!(err.error_type, "PendingTokenLeaked", "{}", err.message);
+    assert!(!w.token(&pending).enabled, "still disabled");
+    assert!(w.token(&pending).name.contains(" [leaked "));
+    assert!(w.step(&secret, &version, "testSecret").await.is_err());
+    assert_eq!(
+        w.token_id_at(&secret, secrets_manager::AWSCURRENT).await,
+        Some(original.id.clone()),
+        "the leaked token never became current"
+    );
+    w.assert_no_leaks();
+}

@@ -701,3 +701,36 @@ async fn a_rotation_makes_eight_dynatrace_calls() {
         "no write-ahead label is left: {stages:?}"
     );
 }
+
+/// A pending token whose scopes were edited after createSecret is restored to the intended
+/// scopes (the current token's, read by value in testSecret) and proven again, so the
+/// rotation does not stay stuck.
+#[tokio::test]
+async fn pending_scopes_edited_mid_rotation_are_restored_and_proven() {
+    let w = World::new(&[]).await;
+    let (secret, original) = w.app_secret(json!({})).await;
+    let version = w.begin(&secret).await;
+    w.step(&secret, &version, "createSecret").await.unwrap();
+    w.step(&secret, &version, "setSecret").await.unwrap();
+    let pending = w
+        .token_id_at(&secret, secrets_manager::AWSPENDING)
+        .await
+        .unwrap();
+    let resp = reqwest::Client::new()
+        .put(format!("{}/api/v2/apiTokens/{pending}", w.emu.url()))
+        .header("Authorization", format!("Api-Token {}", w.manager.value))
+        .json(&json!({"scopes": ["metrics.read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    w.step(&secret, &version, "testSecret").await.unwrap();
+    let mut restored = w.token(&pending).scopes;
+    restored.sort();
+    let mut intended = w.token(&original.id).scopes;
+    intended.sort();
+    assert_eq!(restored, intended);
+    w.step(&secret, &version, "finishSecret").await.unwrap();
+    w.assert_invariants(&secret).await;
+    w.assert_no_leaks();
+}

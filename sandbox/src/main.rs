@@ -611,9 +611,6 @@ fn function_peak_rss_kib() -> Option<u64> {
     None
 }
 
-/// The benchmark: release binary under `cargo lambda watch --release`, emulator with 20 ms
-/// latency per request, OpenBao with 200 secrets, `ROTATION_CONCURRENCY=16`.
-
 /// Starts the rotator under `cargo lambda watch` (release profile when `release`) with the
 /// sandbox's environment: managers in moto, Vault at `bao` with its root token, plus `extra`.
 fn start_function(

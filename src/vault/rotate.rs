@@ -651,7 +651,7 @@ impl Run<'_> {
             rotation::report_event(
                 self.dynatrace,
                 revoker,
-                path,
+                &format!("vault:{path}"),
                 &facts.id,
                 &created.id,
                 self.deadline,
