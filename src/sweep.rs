@@ -552,6 +552,81 @@ pub fn names_function(arn: &str, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Stored secrets (Secrets Manager secrets, Vault paths) read at once by a sweep, an audit or
+/// `revoke-leaked`. Their Dynatrace calls (legacy ids, previous-token proofs) are bounded
+/// separately, by the environment's window (`ROTATION_CONCURRENCY`, [`crate::throttle`]).
+pub const STORE_READ_CONCURRENCY: usize = 16;
+
+/// A secret `ListSecrets` names, with what its entry says: the labels of its versions and
+/// its next rotation (`None`: the entry carries no versions, read them with DescribeSecret).
+struct ListedSecret {
+    /// ARN (or name).
+    id: String,
+    versions: Option<std::collections::HashMap<String, Vec<String>>>,
+    next_rotation: Option<Timestamp>,
+}
+
+/// One item of the `ListSecrets` stream: a secret to read, or why the listing stopped.
+enum Listing {
+    Secret(ListedSecret),
+    Failed(Problem),
+}
+
+/// The secrets that rotate with `function`, page by page as `ListSecrets` returns them
+/// (`None` state: the listing is over).
+fn list_rotating_secrets<'a>(
+    sm: &'a aws_sdk_secretsmanager::Client,
+    function: &'a str,
+) -> impl futures::Stream<Item = Listing> + 'a {
+    futures::stream::unfold(Some(None::<String>), move |state| async move {
+        let next = state?;
+        let page = match sm
+            .list_secrets()
+            .max_results(100)
+            .set_next_token(next)
+            .send()
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let problem = Problem::new(
+                    "secretsmanager:ListSecrets",
+                    format!(
+                        "{}: {}; nothing is disabled or deleted",
+                        e.code().unwrap_or("Unknown"),
+                        e.message().unwrap_or("no message")
+                    ),
+                );
+                return Some((vec![Listing::Failed(problem)], None));
+            }
+        };
+        let secrets: Vec<Listing> = page
+            .secret_list
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| {
+                s.rotation_lambda_arn()
+                    .is_some_and(|a| names_function(a, function))
+            })
+            .filter_map(|s| {
+                Some(Listing::Secret(ListedSecret {
+                    id: s.arn.or(s.name)?,
+                    versions: s.secret_versions_to_stages.filter(|v| !v.is_empty()),
+                    next_rotation: s
+                        .next_rotation_date
+                        .and_then(|d| Timestamp::from_second(d.secs()).ok()),
+                }))
+            })
+            .collect();
+        let next = page.next_token.filter(|t| !t.is_empty()).map(Some);
+        Some((secrets, next))
+    })
+    .flat_map(futures::stream::iter)
+}
+
+/// Reads the Secrets Manager secrets that rotate with this function: `ListSecrets` pages are
+/// streamed into reads, [`STORE_READ_CONCURRENCY`] secrets at a time, and each result is
+/// folded into `refs` as it arrives.
 async fn collect_secrets_manager(
     cleanup: &Cleanup<'_>,
     managers: &Managers,
@@ -568,59 +643,28 @@ async fn collect_secrets_manager(
         );
         return;
     };
-    let sm = &cleanup.secrets_manager;
-    let mut secrets = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = sm
-            .list_secrets()
-            .max_results(100)
-            .set_next_token(next.take())
-            .send()
-            .await;
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                refs.fail(
-                    None,
-                    Problem::new(
-                        "secretsmanager:ListSecrets",
-                        format!(
-                            "{}: {}; nothing is disabled or deleted",
-                            e.code().unwrap_or("Unknown"),
-                            e.message().unwrap_or("no message")
-                        ),
-                    ),
-                );
-                return;
+    let mut reads = std::pin::pin!(
+        list_rotating_secrets(cleanup.secrets_manager, function)
+            .map(|item| async move {
+                match item {
+                    Listing::Secret(listed) => {
+                        Ok(read_sm_secret(cleanup, managers, listed, deadline).await)
+                    }
+                    Listing::Failed(problem) => Err(problem),
+                }
+            })
+            .buffer_unordered(STORE_READ_CONCURRENCY)
+    );
+    let mut secrets = 0usize;
+    while let Some(read) = reads.next().await {
+        let (id, f) = match read {
+            Ok(found) => found,
+            Err(problem) => {
+                refs.fail(None, problem);
+                continue;
             }
         };
-        for s in page.secret_list() {
-            if s.rotation_lambda_arn()
-                .is_some_and(|a| names_function(a, function))
-                && let Some(id) = s.arn().or(s.name())
-            {
-                secrets.push(id.to_owned());
-            }
-        }
-        match page.next_token {
-            Some(t) if !t.is_empty() => next = Some(t),
-            _ => break,
-        }
-    }
-    tracing::info!(
-        secrets = secrets.len(),
-        "sweep: Secrets Manager secrets rotated by this function"
-    );
-    let found: Vec<(String, Found)> = futures::stream::iter(secrets)
-        .map(|id| async move {
-            let f = read_sm_secret(cleanup, managers, &id, deadline).await;
-            (id, f)
-        })
-        .buffer_unordered(cleanup.config.rotation_concurrency)
-        .collect()
-        .await;
-    for (id, f) in found {
+        secrets += 1;
         refs.known_keys
             .extend(marker::secret_keys_secrets_manager(&id));
         refs.deployments
@@ -638,12 +682,45 @@ async fn collect_secrets_manager(
             refs.fail(env.as_ref(), p);
         }
     }
+    tracing::info!(
+        secrets,
+        "sweep: Secrets Manager secrets rotated by this function read"
+    );
 }
 
+/// What one secret references. The versions and their labels come from its `ListSecrets`
+/// entry (DescribeSecret only when the entry carries none); its labelled versions are read at
+/// once.
+///
+/// `ListSecrets` is eventually consistent and may lag by minutes. A lagging entry still names
+/// every version that carried a label before the lag (a label only moves between versions it
+/// names, and a version that lost its label is read anyway: more is referenced, nothing less).
+/// Only a version written within the lag can be missing; its token was minted just before it,
+/// so the one-hour age guard ([`MIN_AGE_SECONDS`]) keeps that token.
 async fn read_sm_secret(
     cleanup: &Cleanup<'_>,
     managers: &Managers,
+    listed: ListedSecret,
+    deadline: Deadline,
+) -> (String, Found) {
+    let found = read_listed_secret(
+        cleanup,
+        managers,
+        &listed.id,
+        listed.versions,
+        listed.next_rotation,
+        deadline,
+    )
+    .await;
+    (listed.id, found)
+}
+
+async fn read_listed_secret(
+    cleanup: &Cleanup<'_>,
+    managers: &Managers,
     secret: &str,
+    versions: Option<std::collections::HashMap<String, Vec<String>>>,
+    next_rotation: Option<Timestamp>,
     deadline: Deadline,
 ) -> Found {
     let sm = &cleanup.secrets_manager;
@@ -658,31 +735,40 @@ async fn read_sm_secret(
             ),
         )
     };
-    let desc = match sm.describe_secret().secret_id(secret).send().await {
-        Ok(d) => d,
-        Err(e) if e.code() == Some("ResourceNotFoundException") => return found,
-        Err(e) => {
-            found.failure = Some((None, aws_problem("DescribeSecret", e.code(), e.message())));
-            return found;
-        }
+    let (versions, next_rotation) = match versions {
+        Some(v) => (v, next_rotation),
+        None => match sm.describe_secret().secret_id(secret).send().await {
+            Ok(d) => (
+                d.version_ids_to_stages.unwrap_or_default(),
+                d.next_rotation_date
+                    .and_then(|d| Timestamp::from_second(d.secs()).ok()),
+            ),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => return found,
+            Err(e) => {
+                found.failure = Some((None, aws_problem("DescribeSecret", e.code(), e.message())));
+                return found;
+            }
+        },
     };
-    let (mut promoted_at, mut current_doc, mut previous_doc) = (None, None, None);
-    let next_rotation = desc
-        .next_rotation_date
-        .and_then(|d| Timestamp::from_second(d.secs()).ok());
-    for (version, stages) in desc.version_ids_to_stages.unwrap_or_default() {
-        if !stages.iter().any(|s| LABELS.contains(&s.as_str())) {
-            continue;
-        }
-        let is_current = stages.iter().any(|s| s == "AWSCURRENT");
-        let is_previous = stages.iter().any(|s| s == "AWSPREVIOUS");
-        let value = match sm
-            .get_secret_value()
+    let labelled: Vec<(String, bool, bool)> = versions
+        .into_iter()
+        .filter(|(_, stages)| stages.iter().any(|s| LABELS.contains(&s.as_str())))
+        .map(|(version, stages)| {
+            let is_current = stages.iter().any(|s| s == "AWSCURRENT");
+            let is_previous = stages.iter().any(|s| s == "AWSPREVIOUS");
+            (version, is_current, is_previous)
+        })
+        .collect();
+    let values = futures::future::join_all(labelled.iter().map(|(version, _, _)| {
+        sm.get_secret_value()
             .secret_id(secret)
-            .version_id(&version)
+            .version_id(version)
             .send()
-            .await
-        {
+    }))
+    .await;
+    let (mut promoted_at, mut current_doc, mut previous_doc) = (None, None, None);
+    for ((_, is_current, is_previous), value) in labelled.into_iter().zip(values) {
+        let value = match value {
             Ok(v) => v,
             // A pending version without a value yet, or a secret deleted meanwhile.
             Err(e) if e.code() == Some("ResourceNotFoundException") => continue,
@@ -842,16 +928,16 @@ async fn collect_vault(
         }
     };
     let managers = std::slice::from_ref(vmgr);
-    let found: Vec<(String, VaultPathRefs)> = futures::stream::iter(paths)
-        .map(|path| async move {
-            let r = read_vault_path(cleanup, kv, managers, &path, deadline).await;
-            (path, r)
-        })
-        .buffer_unordered(cleanup.config.rotation_concurrency)
-        .collect()
-        .await;
+    let mut found = std::pin::pin!(
+        futures::stream::iter(paths)
+            .map(|path| async move {
+                let r = read_vault_path(cleanup, kv, managers, &path, deadline).await;
+                (path, r)
+            })
+            .buffer_unordered(STORE_READ_CONCURRENCY)
+    );
     let scope = backend.scope();
-    for (path, r) in found {
+    while let Some((path, r)) = found.next().await {
         let key = scope.secret_key(&path);
         refs.known_keys.insert(key.clone());
         match r {
