@@ -522,26 +522,18 @@ pub(crate) async fn collect_references(
     refs
 }
 
-/// The live tokens minted under this deployment's marker for a secret it did not read (a
-/// deleted secret, a path outside the configured ones) and referenced by nothing: the sweep
-/// cannot attribute them, so a person decides (pure).
-pub(crate) fn orphaned_minted<'a>(
-    tokens: &'a [crate::dynatrace::ApiToken],
-    refs: &References,
-) -> Vec<&'a crate::dynatrace::ApiToken> {
-    tokens
-        .iter()
-        .filter(|t| {
-            let name = t.name_str();
-            t.is_enabled()
-                && marker::is_minted(name)
-                && !refs.ids.contains(t.id_str())
-                && marker::owner_key(name).is_some_and(|key| {
-                    !refs.known_keys.contains(key)
-                        && marker::deployment_of(key).is_some_and(|d| refs.deployments.contains(d))
-                })
+/// Whether `t` is a live token minted under this deployment's marker for a secret it did not
+/// read (a deleted secret, a path outside the configured ones) and referenced by nothing: the
+/// sweep cannot attribute it, so a person decides (pure).
+pub(crate) fn is_orphaned_minted(t: &crate::dynatrace::ApiToken, refs: &References) -> bool {
+    let name = t.name_str();
+    t.is_enabled()
+        && marker::is_minted(name)
+        && !refs.ids.contains(t.id_str())
+        && marker::owner_key(name).is_some_and(|key| {
+            !refs.known_keys.contains(key)
+                && marker::deployment_of(key).is_some_and(|d| refs.deployments.contains(d))
         })
-        .collect()
 }
 
 /// Whether `arn` (a `RotationLambdaARN`) names the function `name`, with or without a
@@ -1275,52 +1267,73 @@ pub fn verdict(
     }
 }
 
-async fn sweep_environment(
-    cleanup: &Cleanup<'_>,
-    mgr: &Manager,
-    manager_ids: &BTreeSet<String>,
-    refs: &References,
-    summary: &mut SweepSummary,
-    deadline: Deadline,
-) {
-    let dt = &cleanup.dynatrace;
-    let tokens = match dt
-        .list(
-            &mgr.env,
-            &mgr.token,
-            None,
-            "+modifiedDate,+lastUsedDate,+lastUsedIpAddress",
-            deadline,
-        )
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            summary.errors.push(Problem::new(
-                mgr.env.to_string(),
-                format!("listing tokens: {e}"),
-            ));
-            return;
-        }
-    };
-    let tainted = refs.is_tainted(&mgr.env);
-    let now = Timestamp::now();
-    let today = crate::policy::today();
-    let days = cleanup.config.delete_disabled_after_days;
-    for t in tokens {
-        let id = t.id_str().to_owned();
-        let mut v = verdict(
-            &t,
-            refs.ids.contains(&id),
-            manager_ids.contains(&id),
-            days,
+/// What the sweep does to one listed token, decided while the listing is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    /// Disable a token two generations old that a rotation left enabled (proven by value),
+    /// renamed under `owner`; `secret` names it in the revocation event.
+    Overdue {
+        id: String,
+        owner: String,
+        secret: String,
+    },
+    /// Revoke a previous token unused since its successor's promotion (`when-unused`).
+    Unused {
+        id: String,
+        key: String,
+        secret: String,
+    },
+    /// Disable an unreferenced minted token.
+    Disable { id: String },
+    /// Delete a token disabled past its grace period.
+    Delete { id: String },
+}
+
+/// The sweep of one environment, folded from its listing token by token: only the tokens it
+/// acts on and the lagging consumers are kept, never the listing.
+#[derive(Default)]
+struct Plan {
+    actions: Vec<Action>,
+    kept: usize,
+    lagging: Vec<LaggingConsumer>,
+}
+
+/// What the sweep's decision for a token depends on besides the token (see [`Plan::add`]).
+struct Judge<'a> {
+    refs: &'a References,
+    manager_ids: &'a BTreeSet<String>,
+    tainted: bool,
+    now: Timestamp,
+    today: Date,
+    config: &'a crate::config::Config,
+}
+
+impl Plan {
+    /// Decides what happens to `t` (pure but for the logs).
+    fn add(&mut self, t: &crate::dynatrace::ApiToken, judge: &Judge<'_>) {
+        let Judge {
+            refs,
+            manager_ids,
+            tainted,
             now,
             today,
+            config,
+        } = judge;
+        let id = t.id_str();
+        let referenced = refs.ids.contains(id);
+        let is_manager = manager_ids.contains(id);
+        let mut v = verdict(
+            t,
+            referenced,
+            is_manager,
+            config.delete_disabled_after_days,
+            *now,
+            *today,
         );
         if v == Verdict::Keep
             && t.is_enabled()
-            && !refs.ids.contains(&id)
-            && !manager_ids.contains(&id)
+            && !referenced
+            && !is_manager
             && superseded_vault_mint(t.name_str(), &refs.vault_latest)
         {
             v = Verdict::Disable;
@@ -1334,21 +1347,115 @@ async fn sweep_environment(
             tracing::info!(token_id = %id, "sweep: not attributable to a secret this sweep read; kept");
             v = Verdict::Keep;
         }
-        if let Some((owner, secret)) = refs.overdue.get(&id)
+        if let Some((owner, secret)) = refs.overdue.get(id)
             && t.is_enabled()
-            && !refs.ids.contains(&id)
-            && !manager_ids.contains(&id)
+            && !referenced
+            && !is_manager
             && !tainted
         {
-            if summary.dry_run {
-                summary.disabled.push(id);
-                continue;
+            self.actions.push(Action::Overdue {
+                id: id.to_owned(),
+                owner: owner.clone(),
+                secret: secret.clone(),
+            });
+            return;
+        }
+        if let Some(previous) = refs.previous.get(id)
+            && t.is_enabled()
+            && !is_manager
+            // A value copied between secrets may be another secret's current token.
+            && !refs.is_current(id)
+            && marker::disabled_on(t.name_str()).is_none()
+        {
+            if let Some(l) = lagging(t, previous) {
+                tracing::warn!(
+                    secret = %l.secret,
+                    token_id = %id,
+                    last_used = ?l.last_used_date,
+                    address = ?l.last_used_ip_address,
+                    "a consumer still uses the previous token after its successor's promotion: give it the current value before the old one is revoked"
+                );
+                self.lagging.push(l);
             }
+            let quiet = crate::policy::quiet_since_promotion(
+                *now,
+                previous.promoted_at,
+                t.last_used(),
+                config.unused_hours,
+            );
+            if config.revoke_old == RevokeOld::WhenUnused && quiet && !tainted {
+                self.actions.push(Action::Unused {
+                    id: id.to_owned(),
+                    key: previous.key.clone(),
+                    secret: previous.secret.clone(),
+                });
+                return;
+            }
+        }
+        if *tainted && v != Verdict::NotOurs {
+            v = Verdict::Keep;
+        }
+        match v {
+            Verdict::NotOurs => {}
+            Verdict::Keep => self.kept += 1,
+            Verdict::Disable => self.actions.push(Action::Disable { id: id.to_owned() }),
+            Verdict::Delete => self.actions.push(Action::Delete { id: id.to_owned() }),
+        }
+    }
+}
+
+/// What carrying out one [`Action`] did, for the summary.
+#[derive(Default)]
+struct Done {
+    disabled: Option<String>,
+    deleted: Option<String>,
+    error: Option<Problem>,
+}
+
+impl Done {
+    fn revoked(id: String, action: OldTokenAction) -> Self {
+        match action {
+            OldTokenAction::Disable => Self {
+                disabled: Some(id),
+                ..Self::default()
+            },
+            OldTokenAction::Delete => Self {
+                deleted: Some(id),
+                ..Self::default()
+            },
+        }
+    }
+    fn failed(problem: Problem) -> Self {
+        Self {
+            error: Some(problem),
+            ..Self::default()
+        }
+    }
+}
+
+/// Carries out `action` (or, in a dry run, says what it would do).
+async fn act(
+    cleanup: &Cleanup<'_>,
+    mgr: &Manager,
+    action: Action,
+    dry_run: bool,
+    today: Date,
+    deadline: Deadline,
+) -> Done {
+    let dt = &cleanup.dynatrace;
+    let events = cleanup.config.events;
+    match action {
+        Action::Overdue { id, .. } | Action::Disable { id } if dry_run => {
+            Done::revoked(id, OldTokenAction::Disable)
+        }
+        Action::Unused { id, .. } if dry_run => Done::revoked(id, cleanup.config.old_token_action),
+        Action::Delete { id } if dry_run => Done::revoked(id, OldTokenAction::Delete),
+        Action::Overdue { id, owner, secret } => {
             match rotation::revoke(
                 dt,
                 mgr,
                 &id,
-                Some(owner),
+                Some(&owner),
                 OldTokenAction::Disable,
                 today,
                 deadline,
@@ -1357,118 +1464,122 @@ async fn sweep_environment(
             {
                 Ok(Revoked::Disabled) => {
                     tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled a token two generations old that a rotation left enabled");
-                    let events = cleanup.config.events;
                     rotation::report_revocation(
                         dt,
                         mgr,
                         events,
-                        secret,
+                        &secret,
                         &id,
                         Revoked::Disabled,
                         deadline,
                     )
                     .await;
-                    summary.disabled.push(id);
+                    Done::revoked(id, OldTokenAction::Disable)
                 }
-                Ok(_) => {}
-                Err(e) => summary.errors.push(Problem::new(id, e)),
+                Ok(_) => Done::default(),
+                Err(e) => Done::failed(Problem::new(id, e)),
             }
-            continue;
         }
-        if let Some(previous) = refs.previous.get(&id)
-            && t.is_enabled()
-            && !manager_ids.contains(&id)
-            // A value copied between secrets may be another secret's current token.
-            && !refs.is_current(&id)
-            && marker::disabled_on(t.name_str()).is_none()
-        {
-            if let Some(l) = lagging(&t, previous) {
-                tracing::warn!(
-                    secret = %l.secret,
-                    token_id = %id,
-                    last_used = ?l.last_used_date,
-                    address = ?l.last_used_ip_address,
-                    "a consumer still uses the previous token after its successor's promotion: give it the current value before the old one is revoked"
-                );
-                summary.lagging_consumers.push(l);
-            }
-            let quiet = crate::policy::quiet_since_promotion(
-                now,
-                previous.promoted_at,
-                t.last_used(),
-                cleanup.config.unused_hours,
-            );
-            if cleanup.config.revoke_old == crate::policy::RevokeOld::WhenUnused
-                && quiet
-                && !tainted
-            {
-                let action = cleanup.config.old_token_action;
-                let listed = |summary: &mut SweepSummary, id: String| match action {
-                    OldTokenAction::Disable => summary.disabled.push(id),
-                    OldTokenAction::Delete => summary.deleted.push(id),
-                };
-                if summary.dry_run {
-                    listed(summary, id);
-                    continue;
-                }
-                match rotation::revoke(dt, mgr, &id, Some(&previous.key), action, today, deadline)
-                    .await
-                {
-                    Ok(outcome @ (Revoked::Disabled | Revoked::Deleted)) => {
-                        tracing::info!(secret = %previous.secret, token_id = %id, "sweep: revoked a previous token unused since its successor's promotion (when-unused)");
-                        let events = cleanup.config.events;
-                        rotation::report_revocation(
-                            dt,
-                            mgr,
-                            events,
-                            &previous.secret,
-                            &id,
-                            outcome,
-                            deadline,
-                        )
+        Action::Unused { id, key, secret } => {
+            let action = cleanup.config.old_token_action;
+            match rotation::revoke(dt, mgr, &id, Some(&key), action, today, deadline).await {
+                Ok(outcome @ (Revoked::Disabled | Revoked::Deleted)) => {
+                    tracing::info!(secret = %secret, token_id = %id, "sweep: revoked a previous token unused since its successor's promotion (when-unused)");
+                    rotation::report_revocation(dt, mgr, events, &secret, &id, outcome, deadline)
                         .await;
-                        listed(summary, id);
-                    }
-                    Ok(_) => {}
-                    Err(e) => summary.errors.push(Problem::new(id, e)),
+                    Done::revoked(id, action)
                 }
-                continue;
+                Ok(_) => Done::default(),
+                Err(e) => Done::failed(Problem::new(id, e)),
             }
         }
-        if tainted && v != Verdict::NotOurs {
-            v = Verdict::Keep;
-        }
-        match v {
-            Verdict::NotOurs => {}
-            Verdict::Keep => summary.kept += 1,
-            Verdict::Disable if summary.dry_run => summary.disabled.push(id),
-            Verdict::Delete if summary.dry_run => summary.deleted.push(id),
-            Verdict::Disable => {
-                match rotation::revoke(dt, mgr, &id, None, OldTokenAction::Disable, today, deadline)
-                    .await
-                {
-                    Ok(Revoked::Disabled) => {
-                        tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled an unreferenced token");
-                        summary.disabled.push(id);
-                    }
-                    Ok(other) => {
-                        tracing::info!(token_id = %id, outcome = ?other, "sweep: nothing to disable");
-                    }
-                    Err(e) => summary.errors.push(Problem::new(id, e)),
+        Action::Disable { id } => {
+            match rotation::revoke(dt, mgr, &id, None, OldTokenAction::Disable, today, deadline)
+                .await
+            {
+                Ok(Revoked::Disabled) => {
+                    tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled an unreferenced token");
+                    Done::revoked(id, OldTokenAction::Disable)
                 }
+                Ok(other) => {
+                    tracing::info!(token_id = %id, outcome = ?other, "sweep: nothing to disable");
+                    Done::default()
+                }
+                Err(e) => Done::failed(Problem::new(id, e)),
             }
-            Verdict::Delete => match dt.delete(&mgr.env, &mgr.token, &id, deadline).await {
-                Ok(true) => {
-                    tracing::info!(token_id = %id, env = %mgr.env, "sweep: deleted a token disabled past its grace period");
-                    summary.deleted.push(id);
-                }
-                Ok(false) => tracing::info!(token_id = %id, "sweep: already deleted"),
-                Err(e) => summary.errors.push(Problem::new(
-                    id.clone(),
-                    format!("deleting token {id}: {e}"),
-                )),
-            },
         }
+        Action::Delete { id } => match dt.delete(&mgr.env, &mgr.token, &id, deadline).await {
+            Ok(true) => {
+                tracing::info!(token_id = %id, env = %mgr.env, "sweep: deleted a token disabled past its grace period");
+                Done::revoked(id, OldTokenAction::Delete)
+            }
+            Ok(false) => {
+                tracing::info!(token_id = %id, "sweep: already deleted");
+                Done::default()
+            }
+            Err(e) => Done::failed(Problem::new(
+                id.clone(),
+                format!("deleting token {id}: {e}"),
+            )),
+        },
+    }
+}
+
+/// Sweeps one environment: one listing (page by page, folded into a [`Plan`]), then the
+/// actions, as many at once as the environment's window of Dynatrace calls allows, reported
+/// in listing order. A listing that fails part-way changes nothing.
+async fn sweep_environment(
+    cleanup: &Cleanup<'_>,
+    mgr: &Manager,
+    manager_ids: &BTreeSet<String>,
+    refs: &References,
+    summary: &mut SweepSummary,
+    deadline: Deadline,
+) {
+    let dt = &cleanup.dynatrace;
+    let judge = Judge {
+        refs,
+        manager_ids,
+        tainted: refs.is_tainted(&mgr.env),
+        now: Timestamp::now(),
+        today: crate::policy::today(),
+        config: cleanup.config,
+    };
+    let mut plan = Plan::default();
+    let listed = dt
+        .list_each(
+            &mgr.env,
+            &mgr.token,
+            None,
+            "+modifiedDate,+lastUsedDate,+lastUsedIpAddress",
+            deadline,
+            |t| plan.add(&t, &judge),
+        )
+        .await;
+    match listed {
+        Ok(n) => {
+            tracing::info!(env = %mgr.env, tokens = n, actions = plan.actions.len(), "sweep: environment listed")
+        }
+        Err(e) => {
+            summary.errors.push(Problem::new(
+                mgr.env.to_string(),
+                format!("listing tokens: {e}"),
+            ));
+            return;
+        }
+    }
+    summary.kept += plan.kept;
+    summary.lagging_consumers.append(&mut plan.lagging);
+    let (dry_run, today) = (summary.dry_run, judge.today);
+    let mut done = std::pin::pin!(
+        futures::stream::iter(plan.actions)
+            .map(|a| act(cleanup, mgr, a, dry_run, today, deadline))
+            .buffered(dt.max_in_flight())
+    );
+    while let Some(d) = done.next().await {
+        summary.disabled.extend(d.disabled);
+        summary.deleted.extend(d.deleted);
+        summary.errors.extend(d.error);
     }
 }
 
