@@ -531,7 +531,7 @@ impl Dynatrace {
         let page_size = LIST_PAGE_SIZE.to_string();
         let mut listed = 0;
         let mut next: Option<String> = None;
-        for _ in 0..MAX_LIST_PAGES {
+        for page in 1..=MAX_LIST_PAGES {
             let reply = self
                 .send_capped(
                     env,
@@ -558,14 +558,17 @@ impl Dynatrace {
             if reply.status != 200 {
                 return Err(status_error(op, env, &reply));
             }
+            let mut in_page = 0usize;
             let mut counted = |t: ApiToken| {
-                listed += 1;
+                in_page += 1;
                 each(t);
             };
             let key = decode_page(&reply.body, &mut counted).map_err(|e| DtError::Protocol {
                 op,
                 detail: format!("status 200 with a body that is {}", e.classify_str()),
             })?;
+            listed += in_page;
+            tracing::debug!(env = %env, page, tokens = in_page, bytes = reply.body.len(), "Dynatrace token list page read");
             match key {
                 Some(k) if !k.is_empty() => next = Some(k),
                 _ => return Ok(listed),
