@@ -338,6 +338,7 @@ impl<'a> StoredTokens<'a> {
 async fn audit_environment(
     cleanup: &Cleanup<'_>,
     mgr: &crate::rotation::Manager,
+    managers: &[crate::rotation::Manager],
     refs: &sweep::References,
     only_environment: bool,
     now: Timestamp,
@@ -352,7 +353,9 @@ async fn audit_environment(
     );
     let tainted = refs.is_tainted(&mgr.env);
     let mut orphaned = Vec::new();
-    let mut lagging = Vec::new();
+    // Enabled tokens used after the promotion of a successor naming them: lagging consumers
+    // once their previous-token candidate is proven by value.
+    let mut may_lag = Vec::new();
     let mut stored = StoredTokens::new(&refs.current);
     let listed = cleanup
         .dynatrace
@@ -361,15 +364,15 @@ async fn audit_environment(
             if !tainted && sweep::is_orphaned_minted(&t, refs) {
                 orphaned.push(Entry::of(&t));
             }
+            stored.add(&t);
             if t.is_enabled()
-                && let Some(l) = refs
+                && refs
                     .previous
                     .get(t.id_str())
-                    .and_then(|p| sweep::lagging(&t, p))
+                    .is_some_and(|c| sweep::may_lag(&t, c))
             {
-                lagging.push(l);
+                may_lag.push(t);
             }
-            stored.add(&t);
         })
         .await;
     if let Err(e) = listed {
@@ -382,9 +385,13 @@ async fn audit_environment(
             ..EnvironmentReport::default()
         };
     }
+    let proven = sweep::prove_previous(cleanup, managers, refs, &may_lag, deadline).await;
     let mut report = classifier.finish();
     report.orphaned_minted = orphaned;
-    report.lagging_consumers = lagging;
+    report.lagging_consumers = may_lag
+        .iter()
+        .filter_map(|t| sweep::lagging(t, proven.get(t.id_str())?))
+        .collect();
     for l in &report.lagging_consumers {
         tracing::warn!(secret = %l.secret, token_id = %l.token_id, last_used = ?l.last_used_date, address = ?l.last_used_ip_address, "a consumer still uses the previous token after its successor's promotion");
     }
@@ -404,7 +411,16 @@ pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditRepor
     let mut environments = Vec::new();
     let only_environment = managers.by_env.len() == 1;
     for mgr in &managers.by_env {
-        let report = audit_environment(cleanup, mgr, &refs, only_environment, now, deadline).await;
+        let report = audit_environment(
+            cleanup,
+            mgr,
+            &managers.by_env,
+            &refs,
+            only_environment,
+            now,
+            deadline,
+        )
+        .await;
         tracing::info!(
             env = %report.environment_url,
             tokens = report.tokens,

@@ -193,6 +193,112 @@ pub(crate) struct PreviousToken {
     pub promoted_at: Timestamp,
 }
 
+/// The previous token a secret or path names (its current document's `previousTokenId`), with
+/// the value stored for it: [`PreviousToken`] once that value looks up to that id. The lookup
+/// is made only for the tokens a listing shows it can matter for (see [`prove_previous`]).
+#[derive(Clone)]
+pub(crate) struct PreviousCandidate {
+    /// What it is when proven.
+    pub previous: PreviousToken,
+    /// The stored value of the earlier version.
+    value: crate::secret::TokenValue,
+    /// The environment of the manager that looks the value up.
+    env: EnvironmentUrl,
+}
+
+impl PreviousCandidate {
+    /// The candidate `(hint, candidate)` of an earlier document `earlier` of `secret` whose
+    /// successor names `hint` as the token it replaced, promoted at `promoted_at`, in `mgr`'s
+    /// environment; `None` when the value's shape already shows another id (no lookup can
+    /// prove it).
+    fn of(
+        mgr: &Manager,
+        secret: &str,
+        key: String,
+        earlier: &SecretDocument,
+        hint: &str,
+        promoted_at: Timestamp,
+    ) -> Option<(String, Self)> {
+        if earlier.token.derived_id().is_some_and(|id| id != hint) {
+            return None;
+        }
+        Some((
+            hint.to_owned(),
+            Self {
+                previous: PreviousToken {
+                    secret: secret.to_owned(),
+                    key,
+                    promoted_at,
+                },
+                value: earlier.token.clone(),
+                env: mgr.env.clone(),
+            },
+        ))
+    }
+}
+
+/// Whether `t`, named as a previous token by `candidates`, is used after one of their
+/// successors' promotions (a lagging consumer if the candidate is proven).
+pub(crate) fn may_lag(t: &crate::dynatrace::ApiToken, candidates: &[PreviousCandidate]) -> bool {
+    candidates
+        .iter()
+        .any(|c| crate::policy::used_after_promotion(c.previous.promoted_at, t.last_used()))
+}
+
+/// Proves by value the previous-token candidates of the tokens `ids` (one lookup each, with
+/// the manager of the candidate's environment, as many at once as the environment's window
+/// allows): a candidate is proven when its value looks up to the very id its successor names.
+/// When several secrets name the same token, the latest promotion among the proven counts
+/// (the safe side for `when-unused`). A candidate that cannot be looked up is skipped this time
+/// (logged): when-unused and lagging consumers leave it for the next run.
+pub(crate) async fn prove_previous(
+    cleanup: &Cleanup<'_>,
+    managers: &[Manager],
+    refs: &References,
+    tokens: &[crate::dynatrace::ApiToken],
+    deadline: Deadline,
+) -> std::collections::BTreeMap<String, PreviousToken> {
+    let dt = cleanup.dynatrace;
+    // Owned items: the handler's future stays `Send` for any lifetime.
+    let lookups: Vec<(String, PreviousCandidate)> = tokens
+        .iter()
+        .flat_map(|t| {
+            let id = t.id_str();
+            refs.previous
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(move |c| (id.to_owned(), c.clone()))
+        })
+        .collect();
+    let mut proofs = std::pin::pin!(
+        futures::stream::iter(lookups)
+            .map(|(id, c)| async move {
+                let mgr = managers.iter().find(|m| m.env == c.env)?;
+                match rotation::proven_id(dt, mgr, &c.value, deadline).await {
+                    Ok(Some(proven)) if proven == id => Some((id, c.previous)),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(secret = %c.previous.secret, error = %e, "could not look up the previous token; when-unused and lagging consumers skip it this time");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(dt.max_in_flight())
+    );
+    let mut proven = std::collections::BTreeMap::<String, PreviousToken>::new();
+    while let Some(found) = proofs.next().await {
+        let Some((id, p)) = found else { continue };
+        match proven.get(&id) {
+            Some(existing) if existing.promoted_at >= p.promoted_at => {}
+            _ => {
+                proven.insert(id, p);
+            }
+        }
+    }
+    proven
+}
+
 /// The lagging consumer entry for `t` when it is a previous token used after its promotion.
 pub(crate) fn lagging(
     t: &crate::dynatrace::ApiToken,
@@ -360,8 +466,9 @@ pub(crate) struct References {
     /// The current token of each secret and path read (for the audit's `danglingSecrets` and
     /// `expiresBeforeNextRotation`).
     pub(crate) current: Vec<StoredToken>,
-    /// Previous tokens by id (see [`PreviousToken`]).
-    pub(crate) previous: std::collections::BTreeMap<String, PreviousToken>,
+    /// Previous-token candidates by the id their successors name, not yet proven (see
+    /// [`PreviousCandidate`], [`prove_previous`]).
+    pub(crate) previous: std::collections::BTreeMap<String, Vec<PreviousCandidate>>,
     /// Which secrets reference each token id (any labelled Secrets Manager version; a Vault
     /// path's latest token and `previousTokenId`): the secrets `revoke-leaked` rotates.
     pub(crate) holders: std::collections::BTreeMap<String, BTreeSet<Holder>>,
@@ -406,15 +513,10 @@ impl StoredToken {
 }
 
 impl References {
-    /// Records a previous token; when two secrets name the same token, the later promotion
-    /// counts (the safe side for `when-unused`).
-    fn add_previous(&mut self, previous: Option<(String, PreviousToken)>) {
-        let Some((id, p)) = previous else { return };
-        match self.previous.get(&id) {
-            Some(existing) if existing.promoted_at >= p.promoted_at => {}
-            _ => {
-                self.previous.insert(id, p);
-            }
+    /// Records a previous-token candidate (several secrets may name the same token).
+    fn add_previous(&mut self, previous: Option<(String, PreviousCandidate)>) {
+        if let Some((id, c)) = previous {
+            self.previous.entry(id).or_default().push(c);
         }
     }
 
@@ -444,7 +546,7 @@ impl References {
 struct Found {
     ids: Vec<String>,
     current: Option<StoredToken>,
-    previous: Option<(String, PreviousToken)>,
+    previous: Option<(String, PreviousCandidate)>,
     failure: Option<(Option<EnvironmentUrl>, Problem)>,
 }
 
@@ -470,15 +572,7 @@ pub async fn run(
         lagging_consumers: Vec::new(),
     };
     for mgr in &managers.by_env {
-        sweep_environment(
-            cleanup,
-            mgr,
-            &managers.manager_ids,
-            &refs,
-            &mut summary,
-            deadline,
-        )
-        .await;
+        sweep_environment(cleanup, mgr, &managers, &refs, &mut summary, deadline).await;
     }
     let mut errors = refs.errors.clone();
     errors.append(&mut summary.errors);
@@ -794,16 +888,15 @@ async fn read_listed_secret(
             Err(_) => found.ids.extend(scan_ids(text.expose_secret())),
         }
     }
+    // The promotion time belongs to the current document: only for the token it names as the
+    // one it replaced (a copied or edited value names another, or none), proven by value later.
     if let (Some(at), Some(current), Some(previous)) = (promoted_at, &current_doc, &previous_doc)
         && !previous.token.same_as(&current.token)
+        && let Some(hint) = current.previous_token_id.as_deref()
         && let Some(mgr) = manager_for(managers, previous)
     {
         let key = marker::secret_key_secrets_manager(secret);
-        found.previous = prove_previous(cleanup, mgr, secret, key, previous, at, deadline)
-            .await
-            // The promotion time belongs to the current document: only when it names this very
-            // token as the one it replaced (a copied or edited value names another, or none).
-            .filter(|(id, _)| current.previous_token_id.as_deref() == Some(id.as_str()));
+        found.previous = PreviousCandidate::of(mgr, secret, key, previous, hint, at);
     }
     found
 }
@@ -817,34 +910,6 @@ fn manager_for<'m>(managers: &'m Managers, doc: &SecretDocument) -> Option<&'m M
         }
         None if managers.by_env.len() == 1 => managers.by_env.first(),
         None => None,
-    }
-}
-
-/// The previous token of `secret`, proven by looking its stored value up; `None` (logged) when
-/// Dynatrace does not know it or cannot be asked.
-async fn prove_previous(
-    cleanup: &Cleanup<'_>,
-    mgr: &Manager,
-    secret: &str,
-    key: String,
-    previous: &SecretDocument,
-    promoted_at: Timestamp,
-    deadline: Deadline,
-) -> Option<(String, PreviousToken)> {
-    match rotation::proven_id(cleanup.dynatrace, mgr, &previous.token, deadline).await {
-        Ok(Some(id)) => Some((
-            id,
-            PreviousToken {
-                secret: secret.to_owned(),
-                key,
-                promoted_at,
-            },
-        )),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(secret, error = %e, "could not look up the previous token; when-unused and lagging consumers skip it this time");
-            None
-        }
     }
 }
 
@@ -982,8 +1047,8 @@ struct PathRefs {
     overdue: Option<String>,
     /// Its current token.
     current: Option<StoredToken>,
-    /// Its previous token, proven by value.
-    previous: Option<(String, PreviousToken)>,
+    /// Its previous token, to be proven by value.
+    previous: Option<(String, PreviousCandidate)>,
 }
 
 /// The token two generations old of a Vault path when it is still enabled although the
@@ -1044,9 +1109,10 @@ async fn overdue_vault_revocation(
     None
 }
 
-/// The previous token of a Vault path: the token of the nearest earlier version holding another
-/// token, when its value looks up to the latest document's `previousTokenId` (at most ten
-/// versions back), with the latest `rotatedAt` as its successor's promotion.
+/// The previous-token candidate of a Vault path: the token of the nearest earlier version
+/// holding another token (at most ten versions back), named by the latest document's
+/// `previousTokenId`, with the latest `rotatedAt` as its successor's promotion; proven when its
+/// value looks up to that id ([`prove_previous`]).
 async fn vault_previous(
     cleanup: &Cleanup<'_>,
     kv: &KvClient,
@@ -1054,8 +1120,7 @@ async fn vault_previous(
     path: &str,
     latest: u64,
     doc: &SecretDocument,
-    deadline: Deadline,
-) -> Option<(String, PreviousToken)> {
+) -> Option<(String, PreviousCandidate)> {
     const MAX_WALK: u64 = 10;
     let hint = doc.previous_token_id.as_deref()?;
     let promoted_at = doc.rotated_at_time()?;
@@ -1088,9 +1153,7 @@ async fn vault_previous(
             return None;
         }
         let secret = format!("vault:{path}");
-        let found =
-            prove_previous(cleanup, mgr, &secret, key, &earlier, promoted_at, deadline).await?;
-        return (found.0 == hint).then_some(found);
+        return PreviousCandidate::of(mgr, &secret, key, &earlier, hint, promoted_at);
     }
     None
 }
@@ -1139,8 +1202,7 @@ async fn read_vault_path(
                 )
             });
             let current = StoredToken::of(format!("vault:{path}"), &doc, next);
-            let previous =
-                vault_previous(cleanup, kv, mgr, path, entry.version, &doc, deadline).await;
+            let previous = vault_previous(cleanup, kv, mgr, path, entry.version, &doc).await;
             Ok(PathRefs {
                 ids,
                 latest,
@@ -1296,6 +1358,8 @@ struct Plan {
     actions: Vec<Action>,
     kept: usize,
     lagging: Vec<LaggingConsumer>,
+    /// Tokens whose decision waits for their previous-token candidates to be proven.
+    deferred: Vec<crate::dynatrace::ApiToken>,
 }
 
 /// What the sweep's decision for a token depends on besides the token (see [`Plan::add`]).
@@ -1309,8 +1373,44 @@ struct Judge<'a> {
 }
 
 impl Plan {
-    /// Decides what happens to `t` (pure but for the logs).
-    fn add(&mut self, t: &crate::dynatrace::ApiToken, judge: &Judge<'_>) {
+    /// Decides what happens to `t` as it is listed, or defers it when it is named as a previous
+    /// token and the decision can depend on that (a lagging consumer to report, a `when-unused`
+    /// revocation): only then is its candidate looked up by value ([`prove_previous`]), and
+    /// the decision made with [`Plan::add`] once the listing is over.
+    fn fold(&mut self, t: crate::dynatrace::ApiToken, judge: &Judge<'_>) {
+        let id = t.id_str();
+        let can_matter = judge.refs.previous.get(id).is_some_and(|candidates| {
+            t.is_enabled()
+                && !judge.manager_ids.contains(id)
+                && !judge.refs.is_current(id)
+                && marker::disabled_on(t.name_str()).is_none()
+                && (may_lag(&t, candidates)
+                    || judge.config.revoke_old == RevokeOld::WhenUnused
+                        && !judge.tainted
+                        && candidates.iter().any(|c| {
+                            crate::policy::quiet_since_promotion(
+                                judge.now,
+                                c.previous.promoted_at,
+                                t.last_used(),
+                                judge.config.unused_hours,
+                            )
+                        }))
+        });
+        if can_matter {
+            self.deferred.push(t);
+        } else {
+            self.add(&t, judge, None);
+        }
+    }
+
+    /// Decides what happens to `t`, `previous` being its proven previous-token record (pure but
+    /// for the logs).
+    fn add(
+        &mut self,
+        t: &crate::dynatrace::ApiToken,
+        judge: &Judge<'_>,
+        previous: Option<&PreviousToken>,
+    ) {
         let Judge {
             refs,
             manager_ids,
@@ -1360,7 +1460,7 @@ impl Plan {
             });
             return;
         }
-        if let Some(previous) = refs.previous.get(id)
+        if let Some(previous) = previous
             && t.is_enabled()
             && !is_manager
             // A value copied between secrets may be another secret's current token.
@@ -1531,7 +1631,7 @@ async fn act(
 async fn sweep_environment(
     cleanup: &Cleanup<'_>,
     mgr: &Manager,
-    manager_ids: &BTreeSet<String>,
+    managers: &Managers,
     refs: &References,
     summary: &mut SweepSummary,
     deadline: Deadline,
@@ -1539,7 +1639,7 @@ async fn sweep_environment(
     let dt = &cleanup.dynatrace;
     let judge = Judge {
         refs,
-        manager_ids,
+        manager_ids: &managers.manager_ids,
         tainted: refs.is_tainted(&mgr.env),
         now: Timestamp::now(),
         today: crate::policy::today(),
@@ -1553,7 +1653,7 @@ async fn sweep_environment(
             None,
             "+modifiedDate,+lastUsedDate,+lastUsedIpAddress",
             deadline,
-            |t| plan.add(&t, &judge),
+            |t| plan.fold(t, &judge),
         )
         .await;
     match listed {
@@ -1567,6 +1667,11 @@ async fn sweep_environment(
             ));
             return;
         }
+    }
+    let deferred = std::mem::take(&mut plan.deferred);
+    let proven = prove_previous(cleanup, &managers.by_env, refs, &deferred, deadline).await;
+    for t in &deferred {
+        plan.add(t, &judge, proven.get(t.id_str()));
     }
     summary.kept += plan.kept;
     summary.lagging_consumers.append(&mut plan.lagging);

@@ -858,3 +858,51 @@ async fn many_secrets_are_read_from_their_listing_without_describe_secret() {
     );
     w.assert_no_leaks();
 }
+
+/// Token lookups by value the emulator has answered so far.
+fn lookups(emu: &dynatrace_emulator::Emulator) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/api/v2/apiTokens/lookup")
+        .count()
+}
+
+/// A previous token is looked up by value (the proof a lagging consumer and a `when-unused`
+/// revocation need) only when the listing shows a use after its successor's promotion: with
+/// `next-rotation` and no consumer of an old value, a sweep and an audit look nothing up; the
+/// consumer of one previous token costs one lookup each, and is reported.
+#[tokio::test]
+async fn previous_tokens_are_looked_up_only_when_the_listing_shows_a_use_after_promotion() {
+    let w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
+    let mut originals = Vec::new();
+    for _ in 0..3 {
+        let (secret, original) = w.app_secret(json!({})).await;
+        w.rotate(&secret).await;
+        originals.push(original);
+    }
+    let before = lookups(&w.emu);
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert!(lagging_ids(&out).is_empty(), "{out}");
+    let audit = w.invoke(json!({"action": "audit"})).await.unwrap();
+    assert!(lagging_ids(&audit["environments"][0]).is_empty(), "{audit}");
+    assert_eq!(lookups(&w.emu) - before, 0, "nothing can matter: no lookup");
+
+    use_token(&w.emu.url(), &originals[1].value).await;
+    let before = lookups(&w.emu);
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(lagging_ids(&out), vec![originals[1].id.clone()], "{out}");
+    assert_eq!(lookups(&w.emu) - before, 1, "one proof for the one used");
+    let audit = w.invoke(json!({"action": "audit"})).await.unwrap();
+    assert_eq!(
+        lagging_ids(&audit["environments"][0]),
+        vec![originals[1].id.clone()]
+    );
+    assert_eq!(lookups(&w.emu) - before, 2);
+    for o in &originals {
+        assert!(
+            w.token(&o.id).enabled,
+            "next-rotation: nothing revoked early"
+        );
+    }
+    w.assert_no_leaks();
+}
