@@ -30,6 +30,8 @@
 //! nothing. An environment whose tokens cannot be listed gets an `error` and empty lists;
 //! the invocation fails only when no manager can be read.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -158,21 +160,45 @@ pub fn classify(
     unused_days: u32,
     now: Timestamp,
 ) -> EnvironmentReport {
-    let day = 86_400_i64;
-    let expiring_limit = now.as_second() + i64::from(expiring_days) * day;
-    let unused_limit = now.as_second() - i64::from(unused_days) * day;
-    let mut r = EnvironmentReport {
-        environment_url: env.to_owned(),
-        tokens: tokens.len(),
-        ..EnvironmentReport::default()
-    };
+    let mut c = Classifier::new(env, expiring_days, unused_days, now);
     for t in tokens {
+        c.add(t);
+    }
+    c.finish()
+}
+
+/// [`classify`] one token at a time, as the listing is read: the report holds only the
+/// tokens it lists, never the environment's listing.
+pub struct Classifier {
+    report: EnvironmentReport,
+    expiring_limit: i64,
+    unused_limit: i64,
+}
+
+impl Classifier {
+    /// An empty report of `env`.
+    pub fn new(env: &str, expiring_days: u32, unused_days: u32, now: Timestamp) -> Self {
+        let day = 86_400_i64;
+        Self {
+            report: EnvironmentReport {
+                environment_url: env.to_owned(),
+                ..EnvironmentReport::default()
+            },
+            expiring_limit: now.as_second() + i64::from(expiring_days) * day,
+            unused_limit: now.as_second() - i64::from(unused_days) * day,
+        }
+    }
+
+    /// Counts `t` and lists it where it belongs.
+    pub fn add(&mut self, t: &ApiToken) {
+        let r = &mut self.report;
+        r.tokens += 1;
         if !t.is_enabled() {
             r.disabled += 1;
-            continue;
+            return;
         }
         match t.expires() {
-            Some(exp) if exp.as_second() <= expiring_limit => r.expiring.push(Entry {
+            Some(exp) if exp.as_second() <= self.expiring_limit => r.expiring.push(Entry {
                 expiration_date: t.expiration_date.clone(),
                 ..Entry::of(t)
             }),
@@ -180,8 +206,12 @@ pub fn classify(
             None if t.expiration_date.is_none() => r.never_expiring.push(Entry::of(t)),
             None => {}
         }
-        let old = t.created().is_some_and(|c| c.as_second() < unused_limit);
-        let idle = t.last_used().is_none_or(|u| u.as_second() < unused_limit);
+        let old = t
+            .created()
+            .is_some_and(|c| c.as_second() < self.unused_limit);
+        let idle = t
+            .last_used()
+            .is_none_or(|u| u.as_second() < self.unused_limit);
         if old && idle {
             r.unused.push(Entry {
                 last_used_date: t.last_used_date.clone(),
@@ -189,9 +219,11 @@ pub fn classify(
             });
         }
         let mgmt: Vec<String> = t
-            .scope_list()
-            .into_iter()
+            .scopes
+            .iter()
+            .flatten()
             .filter(|s| is_token_management(s))
+            .cloned()
             .collect();
         if !mgmt.is_empty() {
             r.token_management.push(Entry {
@@ -203,33 +235,39 @@ pub fn classify(
             r.personal_access_tokens.push(Entry::of(t));
         }
     }
-    for list in [
-        &mut r.expiring,
-        &mut r.never_expiring,
-        &mut r.unused,
-        &mut r.token_management,
-        &mut r.personal_access_tokens,
-    ] {
-        list.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+
+    /// The report, its lists sorted by name and id.
+    pub fn finish(self) -> EnvironmentReport {
+        let mut r = self.report;
+        for list in [
+            &mut r.expiring,
+            &mut r.never_expiring,
+            &mut r.unused,
+            &mut r.token_management,
+            &mut r.personal_access_tokens,
+        ] {
+            list.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        }
+        r
     }
-    r
 }
 
-/// The secrets of `stored` whose current token `tokens` (one environment's listing) does not
-/// hold (`dangling`), and those whose token in it expires before the secret's next rotation
-/// (pure). `only_environment`: this is the only environment, so a document without
+/// The secrets of `stored` whose current token one environment's listing does not hold
+/// (`dangling`), and those whose token in it expires before the secret's next rotation
+/// (pure). `listed` holds the listed tokens among the stored ones, by id (see
+/// [`StoredTokens`]). `only_environment`: this is the only environment, so a document without
 /// `environmentUrl` belongs to it; otherwise such a document is judged by the environment
 /// that knows its token, and never called dangling.
 pub(crate) fn secret_findings(
     env: &crate::environment::EnvironmentUrl,
-    tokens: &[ApiToken],
+    listed: &BTreeMap<String, ApiToken>,
     stored: &[sweep::StoredToken],
     only_environment: bool,
 ) -> (Vec<SecretEntry>, Vec<SecretEntry>) {
     let mut dangling = Vec::new();
     let mut expiring = Vec::new();
     for s in stored {
-        let listed = tokens.iter().find(|t| t.id_str() == s.token_id);
+        let listed = listed.get(&s.token_id);
         let here = match &s.environment {
             Some(e) => e == env,
             None => only_environment || listed.is_some(),
@@ -263,6 +301,105 @@ pub(crate) fn secret_findings(
     (dangling, expiring)
 }
 
+/// The stored current tokens an environment's listing holds, gathered as it is read: their
+/// expiry is all [`secret_findings`] needs, so nothing else of the listing is kept.
+pub(crate) struct StoredTokens<'a> {
+    wanted: BTreeSet<&'a str>,
+    /// Listed stored tokens by id (id and `expirationDate` only).
+    pub listed: BTreeMap<String, ApiToken>,
+}
+
+impl<'a> StoredTokens<'a> {
+    /// Looking for the tokens of `stored`.
+    pub fn new(stored: &'a [sweep::StoredToken]) -> Self {
+        Self {
+            wanted: stored.iter().map(|s| s.token_id.as_str()).collect(),
+            listed: BTreeMap::new(),
+        }
+    }
+
+    /// Notes `t` when a stored secret holds it.
+    pub fn add(&mut self, t: &ApiToken) {
+        if self.wanted.contains(t.id_str()) {
+            self.listed.insert(
+                t.id_str().to_owned(),
+                ApiToken {
+                    id: t.id.clone(),
+                    expiration_date: t.expiration_date.clone(),
+                    ..ApiToken::default()
+                },
+            );
+        }
+    }
+}
+
+/// Audits one environment: one listing, page by page, each token classified and checked
+/// against the stored secrets as it comes.
+async fn audit_environment(
+    cleanup: &Cleanup<'_>,
+    mgr: &crate::rotation::Manager,
+    managers: &[crate::rotation::Manager],
+    refs: &sweep::References,
+    only_environment: bool,
+    now: Timestamp,
+    deadline: Deadline,
+) -> EnvironmentReport {
+    let env = mgr.env.to_string();
+    let mut classifier = Classifier::new(
+        &env,
+        cleanup.config.audit_expiring_days,
+        cleanup.config.audit_unused_days,
+        now,
+    );
+    let tainted = refs.is_tainted(&mgr.env);
+    let mut orphaned = Vec::new();
+    // Enabled tokens used after the promotion of a successor naming them: lagging consumers
+    // once their previous-token candidate is proven by value.
+    let mut may_lag = Vec::new();
+    let mut stored = StoredTokens::new(&refs.current);
+    let listed = cleanup
+        .dynatrace
+        .list_each(&mgr.env, &mgr.token, None, FIELDS, deadline, |t| {
+            classifier.add(&t);
+            if !tainted && sweep::is_orphaned_minted(&t, refs) {
+                orphaned.push(Entry::of(&t));
+            }
+            stored.add(&t);
+            if t.is_enabled()
+                && refs
+                    .previous
+                    .get(t.id_str())
+                    .is_some_and(|c| sweep::may_lag(&t, c))
+            {
+                may_lag.push(t);
+            }
+        })
+        .await;
+    if let Err(e) = listed {
+        return EnvironmentReport {
+            environment_url: env,
+            error: Some(crate::secret::redact_text(
+                &format!("listing tokens: {e}"),
+                1000,
+            )),
+            ..EnvironmentReport::default()
+        };
+    }
+    let proven = sweep::prove_previous(cleanup, managers, refs, &may_lag, deadline).await;
+    let mut report = classifier.finish();
+    report.orphaned_minted = orphaned;
+    report.lagging_consumers = may_lag
+        .iter()
+        .filter_map(|t| sweep::lagging(t, proven.get(t.id_str())?))
+        .collect();
+    for l in &report.lagging_consumers {
+        tracing::warn!(secret = %l.secret, token_id = %l.token_id, last_used = ?l.last_used_date, address = ?l.last_used_ip_address, "a consumer still uses the previous token after its successor's promotion");
+    }
+    (report.dangling_secrets, report.expires_before_next_rotation) =
+        secret_findings(&mgr.env, &stored.listed, &refs.current, only_environment);
+    report
+}
+
 /// Runs the audit.
 pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditReport, SweepError> {
     let managers = sweep::load_managers(cleanup, deadline).await;
@@ -272,50 +409,20 @@ pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditRepor
     let now = Timestamp::now();
     let refs = sweep::collect_references(cleanup, &managers, deadline).await;
     let mut environments = Vec::new();
+    let only_environment = managers.by_env.len() == 1;
     for mgr in &managers.by_env {
-        let env = mgr.env.to_string();
-        let report = match cleanup
-            .dynatrace
-            .list(&mgr.env, &mgr.token, None, FIELDS, deadline)
-            .await
-        {
-            Ok(tokens) => {
-                let mut report = classify(
-                    &env,
-                    &tokens,
-                    cleanup.config.audit_expiring_days,
-                    cleanup.config.audit_unused_days,
-                    now,
-                );
-                if !refs.is_tainted(&mgr.env) {
-                    report.orphaned_minted = sweep::orphaned_minted(&tokens, &refs)
-                        .into_iter()
-                        .map(Entry::of)
-                        .collect();
-                }
-                report.lagging_consumers = tokens
-                    .iter()
-                    .filter(|t| t.is_enabled())
-                    .filter_map(|t| sweep::lagging(t, refs.previous.get(t.id_str())?))
-                    .collect();
-                for l in &report.lagging_consumers {
-                    tracing::warn!(secret = %l.secret, token_id = %l.token_id, last_used = ?l.last_used_date, address = ?l.last_used_ip_address, "a consumer still uses the previous token after its successor's promotion");
-                }
-                (report.dangling_secrets, report.expires_before_next_rotation) =
-                    secret_findings(&mgr.env, &tokens, &refs.current, managers.by_env.len() == 1);
-                report
-            }
-            Err(e) => EnvironmentReport {
-                environment_url: env.clone(),
-                error: Some(crate::secret::redact_text(
-                    &format!("listing tokens: {e}"),
-                    1000,
-                )),
-                ..EnvironmentReport::default()
-            },
-        };
+        let report = audit_environment(
+            cleanup,
+            mgr,
+            &managers.by_env,
+            &refs,
+            only_environment,
+            now,
+            deadline,
+        )
+        .await;
         tracing::info!(
-            env = %env,
+            env = %report.environment_url,
             tokens = report.tokens,
             expiring = report.expiring.len(),
             never_expiring = report.never_expiring.len(),
@@ -377,7 +484,10 @@ mod tests {
                 next_rotation: Some(now + jiff::SignedDuration::from_hours(24 * next_in_days)),
             }
         };
-        let tokens = [token("t-short", 5), token("t-long", 90)];
+        let tokens: BTreeMap<String, ApiToken> = [token("t-short", 5), token("t-long", 90)]
+            .into_iter()
+            .map(|t| (t.id_str().to_owned(), t))
+            .collect();
         let all = [
             stored("short", "t-short", Some(&here), 30),
             stored("long", "t-long", None, 30),

@@ -33,6 +33,13 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Calls in flight per environment when not configured (`ROTATION_CONCURRENCY`'s default).
 pub const DEFAULT_IN_FLIGHT: usize = 8;
 
+/// Tokens per page of a listing: the API's maximum, so a tenant of 10 000 tokens is one
+/// request (each page is decoded token by token, see [`Dynatrace::list_each`]).
+pub const LIST_PAGE_SIZE: usize = 10_000;
+
+/// Pages a listing follows at most.
+const MAX_LIST_PAGES: usize = 10_000;
+
 /// Retry and timeout settings. The defaults suit Lambda; tests shorten the delays.
 #[derive(Debug, Clone)]
 pub struct RetrySettings {
@@ -491,8 +498,7 @@ impl Dynatrace {
         }
     }
 
-    /// `GET /api/v2/apiTokens`, every page: the first request carries the filters, the
-    /// following ones only `nextPageKey`. `fields` uses Dynatrace's syntax (`+scopes,...`).
+    /// `GET /api/v2/apiTokens`, every page, collected (see [`Self::list_each`]).
     pub async fn list(
         &self,
         env: &EnvironmentUrl,
@@ -501,46 +507,79 @@ impl Dynatrace {
         fields: &str,
         deadline: Deadline,
     ) -> Result<Vec<ApiToken>, DtError> {
-        let op = "token list";
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Page {
-            next_page_key: Option<String>,
-            #[serde(default)]
-            api_tokens: Vec<ApiToken>,
-        }
-        let url = env.join("/api/v2/apiTokens");
         let mut tokens = Vec::new();
+        self.list_each(env, auth, selector, fields, deadline, |t| tokens.push(t))
+            .await?;
+        Ok(tokens)
+    }
+
+    /// `GET /api/v2/apiTokens`, every page of [`LIST_PAGE_SIZE`] tokens, handing each token to
+    /// `each` as it is decoded: only one page's body is held at a time, never the tenant.
+    /// The first request carries the filters, the following ones only `nextPageKey`. `fields`
+    /// uses Dynatrace's syntax (`+scopes,...`). Returns the number of tokens listed.
+    ///
+    /// On an error, `each` may already have seen the tokens of the pages before (or part of
+    /// the failing page): a caller that acts on a complete listing discards what it gathered.
+    pub async fn list_each(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        selector: Option<&str>,
+        fields: &str,
+        deadline: Deadline,
+        mut each: impl FnMut(ApiToken),
+    ) -> Result<usize, DtError> {
+        let op = "token list";
+        let url = env.join("/api/v2/apiTokens");
+        let page_size = LIST_PAGE_SIZE.to_string();
+        let mut listed = 0;
         let mut next: Option<String> = None;
-        for _ in 0..10_000 {
+        for page in 1..=MAX_LIST_PAGES {
             let reply = self
-                .send(env, op, true, deadline, |c| {
-                    let req = c.get(&url).header("Authorization", auth_header(auth));
-                    match &next {
-                        Some(key) => req.query(&[("nextPageKey", key.as_str())]),
-                        None => {
-                            let mut q = vec![("pageSize", "1000"), ("fields", fields)];
-                            if let Some(s) = selector {
-                                q.push(("apiTokenSelector", s));
+                .send_capped(
+                    env,
+                    op,
+                    true,
+                    deadline,
+                    crate::body::MAX_LIST_PAGE_BYTES,
+                    |c| {
+                        let req = c.get(&url).header("Authorization", auth_header(auth));
+                        match &next {
+                            Some(key) => req.query(&[("nextPageKey", key.as_str())]),
+                            None => {
+                                let mut q =
+                                    vec![("pageSize", page_size.as_str()), ("fields", fields)];
+                                if let Some(s) = selector {
+                                    q.push(("apiTokenSelector", s));
+                                }
+                                req.query(&q)
                             }
-                            req.query(&q)
                         }
-                    }
-                })
+                    },
+                )
                 .await?;
             if reply.status != 200 {
                 return Err(status_error(op, env, &reply));
             }
-            let page: Page = decode(op, &reply)?;
-            tokens.extend(page.api_tokens);
-            match page.next_page_key {
+            let mut in_page = 0usize;
+            let mut counted = |t: ApiToken| {
+                in_page += 1;
+                each(t);
+            };
+            let key = decode_page(&reply.body, &mut counted).map_err(|e| DtError::Protocol {
+                op,
+                detail: format!("status 200 with a body that is {}", e.classify_str()),
+            })?;
+            listed += in_page;
+            tracing::debug!(env = %env, page, tokens = in_page, bytes = reply.body.len(), "Dynatrace token list page read");
+            match key {
                 Some(k) if !k.is_empty() => next = Some(k),
-                _ => return Ok(tokens),
+                _ => return Ok(listed),
             }
         }
         Err(DtError::Protocol {
             op,
-            detail: "more than 10000 pages; giving up".into(),
+            detail: format!("more than {MAX_LIST_PAGES} pages; giving up"),
         })
     }
 
@@ -631,6 +670,27 @@ impl Dynatrace {
         deadline: Deadline,
         make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Reply, DtError> {
+        self.send_capped(
+            env,
+            op,
+            retry_transport,
+            deadline,
+            crate::body::MAX_RESPONSE_BYTES,
+            make,
+        )
+        .await
+    }
+
+    /// [`Self::send`] reading at most `max_body` bytes of the answer.
+    async fn send_capped(
+        &self,
+        env: &EnvironmentUrl,
+        op: &'static str,
+        retry_transport: bool,
+        deadline: Deadline,
+        max_body: usize,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Reply, DtError> {
         let mut delays = backon::ExponentialBuilder::default()
             .with_min_delay(self.retry.min_delay)
             .with_max_delay(self.retry.max_delay)
@@ -681,16 +741,13 @@ impl Dynatrace {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let retry_after = retry_after(&resp);
-                    let body = match crate::body::read_capped(resp, crate::body::MAX_RESPONSE_BYTES)
-                        .await
-                    {
+                    let body = match crate::body::read_capped(resp, max_body).await {
                         Ok(b) => b,
                         Err(crate::body::BodyError::TooLarge) => {
                             return Err(DtError::Protocol {
                                 op,
                                 detail: format!(
-                                    "status {status} with a body larger than {} bytes",
-                                    crate::body::MAX_RESPONSE_BYTES
+                                    "status {status} with a body larger than {max_body} bytes"
                                 ),
                             });
                         }
@@ -810,6 +867,69 @@ impl ClassifyStr for serde_json::Error {
     }
 }
 
+/// Decodes one page of `GET /api/v2/apiTokens`, handing each token of `apiTokens` to `each`
+/// as it is read (no vector of the page's tokens is built); returns `nextPageKey`. Other
+/// members (`totalCount`, `pageSize`) are skipped.
+fn decode_page(
+    body: &[u8],
+    each: &mut impl FnMut(ApiToken),
+) -> Result<Option<String>, serde_json::Error> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use std::fmt;
+
+    struct PageSeed<'a, F>(&'a mut F);
+    impl<'de, F: FnMut(ApiToken)> DeserializeSeed<'de> for PageSeed<'_, F> {
+        type Value = Option<String>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de, F: FnMut(ApiToken)> Visitor<'de> for PageSeed<'_, F> {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a page of API tokens")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut next = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                match key.as_ref() {
+                    "nextPageKey" => next = map.next_value::<Option<String>>()?,
+                    "apiTokens" => map.next_value_seed(TokensSeed(&mut *self.0))?,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(next)
+        }
+    }
+
+    struct TokensSeed<'a, F>(&'a mut F);
+    impl<'de, F: FnMut(ApiToken)> DeserializeSeed<'de> for TokensSeed<'_, F> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+    impl<'de, F: FnMut(ApiToken)> Visitor<'de> for TokensSeed<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of API tokens")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(t) = seq.next_element::<ApiToken>()? {
+                (self.0)(t);
+            }
+            Ok(())
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let next = PageSeed(each).deserialize(&mut de)?;
+    de.end()?;
+    Ok(next)
+}
+
 fn decode<T: serde::de::DeserializeOwned>(op: &'static str, reply: &Reply) -> Result<T, DtError> {
     serde_json::from_slice(&reply.body).map_err(|e| DtError::Protocol {
         op,
@@ -911,6 +1031,43 @@ mod tests {
             "A".repeat(64)
         );
         assert!(!error_message(&reply(401, &echoed)).contains(&"A".repeat(64)));
+    }
+
+    #[test]
+    fn pages_are_decoded_token_by_token() {
+        let mut seen = Vec::new();
+        let next = decode_page(
+            br#"{"totalCount":3,"pageSize":2,"nextPageKey":"k1","apiTokens":[{"id":"a","name":"x","enabled":false,"scopes":["s"]},{"id":"b","extra":{"n":[1]}}]}"#,
+            &mut |t: ApiToken| seen.push((t.id, t.enabled)),
+        )
+        .unwrap();
+        assert_eq!(next.as_deref(), Some("k1"));
+        assert_eq!(
+            seen,
+            [(Some("a".into()), Some(false)), (Some("b".into()), None)]
+        );
+        let mut n = 0;
+        // The last page: no key (or null); the member order does not matter.
+        let last = br#"{"apiTokens":[{"id":"c"}],"nextPageKey":null,"pageSize":2}"#;
+        assert_eq!(decode_page(last, &mut |_| n += 1).unwrap(), None);
+        assert_eq!(n, 1);
+        assert_eq!(
+            decode_page(br#"{"totalCount":0}"#, &mut |_| n += 1).unwrap(),
+            None
+        );
+        for bad in [
+            &br#"{"apiTokens":{}}"#[..],
+            b"[]",
+            br#"{"apiTokens":[{"id":1}]}"#,
+            br#"{"apiTokens":[]"#,
+            br#"{} x"#,
+        ] {
+            assert!(
+                decode_page(bad, &mut |_| {}).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

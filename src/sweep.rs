@@ -193,6 +193,112 @@ pub(crate) struct PreviousToken {
     pub promoted_at: Timestamp,
 }
 
+/// The previous token a secret or path names (its current document's `previousTokenId`), with
+/// the value stored for it: [`PreviousToken`] once that value looks up to that id. The lookup
+/// is made only for the tokens a listing shows it can matter for (see [`prove_previous`]).
+#[derive(Clone)]
+pub(crate) struct PreviousCandidate {
+    /// What it is when proven.
+    pub previous: PreviousToken,
+    /// The stored value of the earlier version.
+    value: crate::secret::TokenValue,
+    /// The environment of the manager that looks the value up.
+    env: EnvironmentUrl,
+}
+
+impl PreviousCandidate {
+    /// The candidate `(hint, candidate)` of an earlier document `earlier` of `secret` whose
+    /// successor names `hint` as the token it replaced, promoted at `promoted_at`, in `mgr`'s
+    /// environment; `None` when the value's shape already shows another id (no lookup can
+    /// prove it).
+    fn of(
+        mgr: &Manager,
+        secret: &str,
+        key: String,
+        earlier: &SecretDocument,
+        hint: &str,
+        promoted_at: Timestamp,
+    ) -> Option<(String, Self)> {
+        if earlier.token.derived_id().is_some_and(|id| id != hint) {
+            return None;
+        }
+        Some((
+            hint.to_owned(),
+            Self {
+                previous: PreviousToken {
+                    secret: secret.to_owned(),
+                    key,
+                    promoted_at,
+                },
+                value: earlier.token.clone(),
+                env: mgr.env.clone(),
+            },
+        ))
+    }
+}
+
+/// Whether `t`, named as a previous token by `candidates`, is used after one of their
+/// successors' promotions (a lagging consumer if the candidate is proven).
+pub(crate) fn may_lag(t: &crate::dynatrace::ApiToken, candidates: &[PreviousCandidate]) -> bool {
+    candidates
+        .iter()
+        .any(|c| crate::policy::used_after_promotion(c.previous.promoted_at, t.last_used()))
+}
+
+/// Proves by value the previous-token candidates of the tokens `ids` (one lookup each, with
+/// the manager of the candidate's environment, as many at once as the environment's window
+/// allows): a candidate is proven when its value looks up to the very id its successor names.
+/// When several secrets name the same token, the latest promotion among the proven counts
+/// (the safe side for `when-unused`). A candidate that cannot be looked up is skipped this time
+/// (logged): when-unused and lagging consumers leave it for the next run.
+pub(crate) async fn prove_previous(
+    cleanup: &Cleanup<'_>,
+    managers: &[Manager],
+    refs: &References,
+    tokens: &[crate::dynatrace::ApiToken],
+    deadline: Deadline,
+) -> std::collections::BTreeMap<String, PreviousToken> {
+    let dt = cleanup.dynatrace;
+    // Owned items: the handler's future stays `Send` for any lifetime.
+    let lookups: Vec<(String, PreviousCandidate)> = tokens
+        .iter()
+        .flat_map(|t| {
+            let id = t.id_str();
+            refs.previous
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(move |c| (id.to_owned(), c.clone()))
+        })
+        .collect();
+    let mut proofs = std::pin::pin!(
+        futures::stream::iter(lookups)
+            .map(|(id, c)| async move {
+                let mgr = managers.iter().find(|m| m.env == c.env)?;
+                match rotation::proven_id(dt, mgr, &c.value, deadline).await {
+                    Ok(Some(proven)) if proven == id => Some((id, c.previous)),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(secret = %c.previous.secret, error = %e, "could not look up the previous token; when-unused and lagging consumers skip it this time");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(dt.max_in_flight())
+    );
+    let mut proven = std::collections::BTreeMap::<String, PreviousToken>::new();
+    while let Some(found) = proofs.next().await {
+        let Some((id, p)) = found else { continue };
+        match proven.get(&id) {
+            Some(existing) if existing.promoted_at >= p.promoted_at => {}
+            _ => {
+                proven.insert(id, p);
+            }
+        }
+    }
+    proven
+}
+
 /// The lagging consumer entry for `t` when it is a previous token used after its promotion.
 pub(crate) fn lagging(
     t: &crate::dynatrace::ApiToken,
@@ -360,8 +466,9 @@ pub(crate) struct References {
     /// The current token of each secret and path read (for the audit's `danglingSecrets` and
     /// `expiresBeforeNextRotation`).
     pub(crate) current: Vec<StoredToken>,
-    /// Previous tokens by id (see [`PreviousToken`]).
-    pub(crate) previous: std::collections::BTreeMap<String, PreviousToken>,
+    /// Previous-token candidates by the id their successors name, not yet proven (see
+    /// [`PreviousCandidate`], [`prove_previous`]).
+    pub(crate) previous: std::collections::BTreeMap<String, Vec<PreviousCandidate>>,
     /// Which secrets reference each token id (any labelled Secrets Manager version; a Vault
     /// path's latest token and `previousTokenId`): the secrets `revoke-leaked` rotates.
     pub(crate) holders: std::collections::BTreeMap<String, BTreeSet<Holder>>,
@@ -406,15 +513,10 @@ impl StoredToken {
 }
 
 impl References {
-    /// Records a previous token; when two secrets name the same token, the later promotion
-    /// counts (the safe side for `when-unused`).
-    fn add_previous(&mut self, previous: Option<(String, PreviousToken)>) {
-        let Some((id, p)) = previous else { return };
-        match self.previous.get(&id) {
-            Some(existing) if existing.promoted_at >= p.promoted_at => {}
-            _ => {
-                self.previous.insert(id, p);
-            }
+    /// Records a previous-token candidate (several secrets may name the same token).
+    fn add_previous(&mut self, previous: Option<(String, PreviousCandidate)>) {
+        if let Some((id, c)) = previous {
+            self.previous.entry(id).or_default().push(c);
         }
     }
 
@@ -444,7 +546,7 @@ impl References {
 struct Found {
     ids: Vec<String>,
     current: Option<StoredToken>,
-    previous: Option<(String, PreviousToken)>,
+    previous: Option<(String, PreviousCandidate)>,
     failure: Option<(Option<EnvironmentUrl>, Problem)>,
 }
 
@@ -470,15 +572,7 @@ pub async fn run(
         lagging_consumers: Vec::new(),
     };
     for mgr in &managers.by_env {
-        sweep_environment(
-            cleanup,
-            mgr,
-            &managers.manager_ids,
-            &refs,
-            &mut summary,
-            deadline,
-        )
-        .await;
+        sweep_environment(cleanup, mgr, &managers, &refs, &mut summary, deadline).await;
     }
     let mut errors = refs.errors.clone();
     errors.append(&mut summary.errors);
@@ -522,26 +616,18 @@ pub(crate) async fn collect_references(
     refs
 }
 
-/// The live tokens minted under this deployment's marker for a secret it did not read (a
-/// deleted secret, a path outside the configured ones) and referenced by nothing: the sweep
-/// cannot attribute them, so a person decides (pure).
-pub(crate) fn orphaned_minted<'a>(
-    tokens: &'a [crate::dynatrace::ApiToken],
-    refs: &References,
-) -> Vec<&'a crate::dynatrace::ApiToken> {
-    tokens
-        .iter()
-        .filter(|t| {
-            let name = t.name_str();
-            t.is_enabled()
-                && marker::is_minted(name)
-                && !refs.ids.contains(t.id_str())
-                && marker::owner_key(name).is_some_and(|key| {
-                    !refs.known_keys.contains(key)
-                        && marker::deployment_of(key).is_some_and(|d| refs.deployments.contains(d))
-                })
+/// Whether `t` is a live token minted under this deployment's marker for a secret it did not
+/// read (a deleted secret, a path outside the configured ones) and referenced by nothing: the
+/// sweep cannot attribute it, so a person decides (pure).
+pub(crate) fn is_orphaned_minted(t: &crate::dynatrace::ApiToken, refs: &References) -> bool {
+    let name = t.name_str();
+    t.is_enabled()
+        && marker::is_minted(name)
+        && !refs.ids.contains(t.id_str())
+        && marker::owner_key(name).is_some_and(|key| {
+            !refs.known_keys.contains(key)
+                && marker::deployment_of(key).is_some_and(|d| refs.deployments.contains(d))
         })
-        .collect()
 }
 
 /// Whether `arn` (a `RotationLambdaARN`) names the function `name`, with or without a
@@ -552,6 +638,81 @@ pub fn names_function(arn: &str, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Stored secrets (Secrets Manager secrets, Vault paths) read at once by a sweep, an audit or
+/// `revoke-leaked`. Their Dynatrace calls (legacy ids, previous-token proofs) are bounded
+/// separately, by the environment's window (`ROTATION_CONCURRENCY`, [`crate::throttle`]).
+pub const STORE_READ_CONCURRENCY: usize = 16;
+
+/// A secret `ListSecrets` names, with what its entry says: the labels of its versions and
+/// its next rotation (`None`: the entry carries no versions, read them with DescribeSecret).
+struct ListedSecret {
+    /// ARN (or name).
+    id: String,
+    versions: Option<std::collections::HashMap<String, Vec<String>>>,
+    next_rotation: Option<Timestamp>,
+}
+
+/// One item of the `ListSecrets` stream: a secret to read, or why the listing stopped.
+enum Listing {
+    Secret(ListedSecret),
+    Failed(Problem),
+}
+
+/// The secrets that rotate with `function`, page by page as `ListSecrets` returns them
+/// (`None` state: the listing is over).
+fn list_rotating_secrets<'a>(
+    sm: &'a aws_sdk_secretsmanager::Client,
+    function: &'a str,
+) -> impl futures::Stream<Item = Listing> + 'a {
+    futures::stream::unfold(Some(None::<String>), move |state| async move {
+        let next = state?;
+        let page = match sm
+            .list_secrets()
+            .max_results(100)
+            .set_next_token(next)
+            .send()
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let problem = Problem::new(
+                    "secretsmanager:ListSecrets",
+                    format!(
+                        "{}: {}; nothing is disabled or deleted",
+                        e.code().unwrap_or("Unknown"),
+                        e.message().unwrap_or("no message")
+                    ),
+                );
+                return Some((vec![Listing::Failed(problem)], None));
+            }
+        };
+        let secrets: Vec<Listing> = page
+            .secret_list
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| {
+                s.rotation_lambda_arn()
+                    .is_some_and(|a| names_function(a, function))
+            })
+            .filter_map(|s| {
+                Some(Listing::Secret(ListedSecret {
+                    id: s.arn.or(s.name)?,
+                    versions: s.secret_versions_to_stages.filter(|v| !v.is_empty()),
+                    next_rotation: s
+                        .next_rotation_date
+                        .and_then(|d| Timestamp::from_second(d.secs()).ok()),
+                }))
+            })
+            .collect();
+        let next = page.next_token.filter(|t| !t.is_empty()).map(Some);
+        Some((secrets, next))
+    })
+    .flat_map(futures::stream::iter)
+}
+
+/// Reads the Secrets Manager secrets that rotate with this function: `ListSecrets` pages are
+/// streamed into reads, [`STORE_READ_CONCURRENCY`] secrets at a time, and each result is
+/// folded into `refs` as it arrives.
 async fn collect_secrets_manager(
     cleanup: &Cleanup<'_>,
     managers: &Managers,
@@ -568,59 +729,28 @@ async fn collect_secrets_manager(
         );
         return;
     };
-    let sm = &cleanup.secrets_manager;
-    let mut secrets = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let page = sm
-            .list_secrets()
-            .max_results(100)
-            .set_next_token(next.take())
-            .send()
-            .await;
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                refs.fail(
-                    None,
-                    Problem::new(
-                        "secretsmanager:ListSecrets",
-                        format!(
-                            "{}: {}; nothing is disabled or deleted",
-                            e.code().unwrap_or("Unknown"),
-                            e.message().unwrap_or("no message")
-                        ),
-                    ),
-                );
-                return;
+    let mut reads = std::pin::pin!(
+        list_rotating_secrets(cleanup.secrets_manager, function)
+            .map(|item| async move {
+                match item {
+                    Listing::Secret(listed) => {
+                        Ok(read_sm_secret(cleanup, managers, listed, deadline).await)
+                    }
+                    Listing::Failed(problem) => Err(problem),
+                }
+            })
+            .buffer_unordered(STORE_READ_CONCURRENCY)
+    );
+    let mut secrets = 0usize;
+    while let Some(read) = reads.next().await {
+        let (id, f) = match read {
+            Ok(found) => found,
+            Err(problem) => {
+                refs.fail(None, problem);
+                continue;
             }
         };
-        for s in page.secret_list() {
-            if s.rotation_lambda_arn()
-                .is_some_and(|a| names_function(a, function))
-                && let Some(id) = s.arn().or(s.name())
-            {
-                secrets.push(id.to_owned());
-            }
-        }
-        match page.next_token {
-            Some(t) if !t.is_empty() => next = Some(t),
-            _ => break,
-        }
-    }
-    tracing::info!(
-        secrets = secrets.len(),
-        "sweep: Secrets Manager secrets rotated by this function"
-    );
-    let found: Vec<(String, Found)> = futures::stream::iter(secrets)
-        .map(|id| async move {
-            let f = read_sm_secret(cleanup, managers, &id, deadline).await;
-            (id, f)
-        })
-        .buffer_unordered(cleanup.config.rotation_concurrency)
-        .collect()
-        .await;
-    for (id, f) in found {
+        secrets += 1;
         refs.known_keys
             .extend(marker::secret_keys_secrets_manager(&id));
         refs.deployments
@@ -638,12 +768,45 @@ async fn collect_secrets_manager(
             refs.fail(env.as_ref(), p);
         }
     }
+    tracing::info!(
+        secrets,
+        "sweep: Secrets Manager secrets rotated by this function read"
+    );
 }
 
+/// What one secret references. The versions and their labels come from its `ListSecrets`
+/// entry (DescribeSecret only when the entry carries none); its labelled versions are read at
+/// once.
+///
+/// `ListSecrets` is eventually consistent and may lag by minutes. A lagging entry still names
+/// every version that carried a label before the lag (a label only moves between versions it
+/// names, and a version that lost its label is read anyway: more is referenced, nothing less).
+/// Only a version written within the lag can be missing; its token was minted just before it,
+/// so the one-hour age guard ([`MIN_AGE_SECONDS`]) keeps that token.
 async fn read_sm_secret(
     cleanup: &Cleanup<'_>,
     managers: &Managers,
+    listed: ListedSecret,
+    deadline: Deadline,
+) -> (String, Found) {
+    let found = read_listed_secret(
+        cleanup,
+        managers,
+        &listed.id,
+        listed.versions,
+        listed.next_rotation,
+        deadline,
+    )
+    .await;
+    (listed.id, found)
+}
+
+async fn read_listed_secret(
+    cleanup: &Cleanup<'_>,
+    managers: &Managers,
     secret: &str,
+    versions: Option<std::collections::HashMap<String, Vec<String>>>,
+    next_rotation: Option<Timestamp>,
     deadline: Deadline,
 ) -> Found {
     let sm = &cleanup.secrets_manager;
@@ -658,31 +821,40 @@ async fn read_sm_secret(
             ),
         )
     };
-    let desc = match sm.describe_secret().secret_id(secret).send().await {
-        Ok(d) => d,
-        Err(e) if e.code() == Some("ResourceNotFoundException") => return found,
-        Err(e) => {
-            found.failure = Some((None, aws_problem("DescribeSecret", e.code(), e.message())));
-            return found;
-        }
+    let (versions, next_rotation) = match versions {
+        Some(v) => (v, next_rotation),
+        None => match sm.describe_secret().secret_id(secret).send().await {
+            Ok(d) => (
+                d.version_ids_to_stages.unwrap_or_default(),
+                d.next_rotation_date
+                    .and_then(|d| Timestamp::from_second(d.secs()).ok()),
+            ),
+            Err(e) if e.code() == Some("ResourceNotFoundException") => return found,
+            Err(e) => {
+                found.failure = Some((None, aws_problem("DescribeSecret", e.code(), e.message())));
+                return found;
+            }
+        },
     };
-    let (mut promoted_at, mut current_doc, mut previous_doc) = (None, None, None);
-    let next_rotation = desc
-        .next_rotation_date
-        .and_then(|d| Timestamp::from_second(d.secs()).ok());
-    for (version, stages) in desc.version_ids_to_stages.unwrap_or_default() {
-        if !stages.iter().any(|s| LABELS.contains(&s.as_str())) {
-            continue;
-        }
-        let is_current = stages.iter().any(|s| s == "AWSCURRENT");
-        let is_previous = stages.iter().any(|s| s == "AWSPREVIOUS");
-        let value = match sm
-            .get_secret_value()
+    let labelled: Vec<(String, bool, bool)> = versions
+        .into_iter()
+        .filter(|(_, stages)| stages.iter().any(|s| LABELS.contains(&s.as_str())))
+        .map(|(version, stages)| {
+            let is_current = stages.iter().any(|s| s == "AWSCURRENT");
+            let is_previous = stages.iter().any(|s| s == "AWSPREVIOUS");
+            (version, is_current, is_previous)
+        })
+        .collect();
+    let values = futures::future::join_all(labelled.iter().map(|(version, _, _)| {
+        sm.get_secret_value()
             .secret_id(secret)
-            .version_id(&version)
+            .version_id(version)
             .send()
-            .await
-        {
+    }))
+    .await;
+    let (mut promoted_at, mut current_doc, mut previous_doc) = (None, None, None);
+    for ((_, is_current, is_previous), value) in labelled.into_iter().zip(values) {
+        let value = match value {
             Ok(v) => v,
             // A pending version without a value yet, or a secret deleted meanwhile.
             Err(e) if e.code() == Some("ResourceNotFoundException") => continue,
@@ -716,16 +888,15 @@ async fn read_sm_secret(
             Err(_) => found.ids.extend(scan_ids(text.expose_secret())),
         }
     }
+    // The promotion time belongs to the current document: only for the token it names as the
+    // one it replaced (a copied or edited value names another, or none), proven by value later.
     if let (Some(at), Some(current), Some(previous)) = (promoted_at, &current_doc, &previous_doc)
         && !previous.token.same_as(&current.token)
+        && let Some(hint) = current.previous_token_id.as_deref()
         && let Some(mgr) = manager_for(managers, previous)
     {
         let key = marker::secret_key_secrets_manager(secret);
-        found.previous = prove_previous(cleanup, mgr, secret, key, previous, at, deadline)
-            .await
-            // The promotion time belongs to the current document: only when it names this very
-            // token as the one it replaced (a copied or edited value names another, or none).
-            .filter(|(id, _)| current.previous_token_id.as_deref() == Some(id.as_str()));
+        found.previous = PreviousCandidate::of(mgr, secret, key, previous, hint, at);
     }
     found
 }
@@ -739,34 +910,6 @@ fn manager_for<'m>(managers: &'m Managers, doc: &SecretDocument) -> Option<&'m M
         }
         None if managers.by_env.len() == 1 => managers.by_env.first(),
         None => None,
-    }
-}
-
-/// The previous token of `secret`, proven by looking its stored value up; `None` (logged) when
-/// Dynatrace does not know it or cannot be asked.
-async fn prove_previous(
-    cleanup: &Cleanup<'_>,
-    mgr: &Manager,
-    secret: &str,
-    key: String,
-    previous: &SecretDocument,
-    promoted_at: Timestamp,
-    deadline: Deadline,
-) -> Option<(String, PreviousToken)> {
-    match rotation::proven_id(cleanup.dynatrace, mgr, &previous.token, deadline).await {
-        Ok(Some(id)) => Some((
-            id,
-            PreviousToken {
-                secret: secret.to_owned(),
-                key,
-                promoted_at,
-            },
-        )),
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(secret, error = %e, "could not look up the previous token; when-unused and lagging consumers skip it this time");
-            None
-        }
     }
 }
 
@@ -842,16 +985,16 @@ async fn collect_vault(
         }
     };
     let managers = std::slice::from_ref(vmgr);
-    let found: Vec<(String, VaultPathRefs)> = futures::stream::iter(paths)
-        .map(|path| async move {
-            let r = read_vault_path(cleanup, kv, managers, &path, deadline).await;
-            (path, r)
-        })
-        .buffer_unordered(cleanup.config.rotation_concurrency)
-        .collect()
-        .await;
+    let mut found = std::pin::pin!(
+        futures::stream::iter(paths)
+            .map(|path| async move {
+                let r = read_vault_path(cleanup, kv, managers, &path, deadline).await;
+                (path, r)
+            })
+            .buffer_unordered(STORE_READ_CONCURRENCY)
+    );
     let scope = backend.scope();
-    for (path, r) in found {
+    while let Some((path, r)) = found.next().await {
         let key = scope.secret_key(&path);
         refs.known_keys.insert(key.clone());
         match r {
@@ -904,8 +1047,8 @@ struct PathRefs {
     overdue: Option<String>,
     /// Its current token.
     current: Option<StoredToken>,
-    /// Its previous token, proven by value.
-    previous: Option<(String, PreviousToken)>,
+    /// Its previous token, to be proven by value.
+    previous: Option<(String, PreviousCandidate)>,
 }
 
 /// The token two generations old of a Vault path when it is still enabled although the
@@ -966,9 +1109,10 @@ async fn overdue_vault_revocation(
     None
 }
 
-/// The previous token of a Vault path: the token of the nearest earlier version holding another
-/// token, when its value looks up to the latest document's `previousTokenId` (at most ten
-/// versions back), with the latest `rotatedAt` as its successor's promotion.
+/// The previous-token candidate of a Vault path: the token of the nearest earlier version
+/// holding another token (at most ten versions back), named by the latest document's
+/// `previousTokenId`, with the latest `rotatedAt` as its successor's promotion; proven when its
+/// value looks up to that id ([`prove_previous`]).
 async fn vault_previous(
     cleanup: &Cleanup<'_>,
     kv: &KvClient,
@@ -976,8 +1120,7 @@ async fn vault_previous(
     path: &str,
     latest: u64,
     doc: &SecretDocument,
-    deadline: Deadline,
-) -> Option<(String, PreviousToken)> {
+) -> Option<(String, PreviousCandidate)> {
     const MAX_WALK: u64 = 10;
     let hint = doc.previous_token_id.as_deref()?;
     let promoted_at = doc.rotated_at_time()?;
@@ -1010,9 +1153,7 @@ async fn vault_previous(
             return None;
         }
         let secret = format!("vault:{path}");
-        let found =
-            prove_previous(cleanup, mgr, &secret, key, &earlier, promoted_at, deadline).await?;
-        return (found.0 == hint).then_some(found);
+        return PreviousCandidate::of(mgr, &secret, key, &earlier, hint, promoted_at);
     }
     None
 }
@@ -1061,8 +1202,7 @@ async fn read_vault_path(
                 )
             });
             let current = StoredToken::of(format!("vault:{path}"), &doc, next);
-            let previous =
-                vault_previous(cleanup, kv, mgr, path, entry.version, &doc, deadline).await;
+            let previous = vault_previous(cleanup, kv, mgr, path, entry.version, &doc).await;
             Ok(PathRefs {
                 ids,
                 latest,
@@ -1189,52 +1329,111 @@ pub fn verdict(
     }
 }
 
-async fn sweep_environment(
-    cleanup: &Cleanup<'_>,
-    mgr: &Manager,
-    manager_ids: &BTreeSet<String>,
-    refs: &References,
-    summary: &mut SweepSummary,
-    deadline: Deadline,
-) {
-    let dt = &cleanup.dynatrace;
-    let tokens = match dt
-        .list(
-            &mgr.env,
-            &mgr.token,
-            None,
-            "+modifiedDate,+lastUsedDate,+lastUsedIpAddress",
-            deadline,
-        )
-        .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            summary.errors.push(Problem::new(
-                mgr.env.to_string(),
-                format!("listing tokens: {e}"),
-            ));
-            return;
+/// What the sweep does to one listed token, decided while the listing is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Action {
+    /// Disable a token two generations old that a rotation left enabled (proven by value),
+    /// renamed under `owner`; `secret` names it in the revocation event.
+    Overdue {
+        id: String,
+        owner: String,
+        secret: String,
+    },
+    /// Revoke a previous token unused since its successor's promotion (`when-unused`).
+    Unused {
+        id: String,
+        key: String,
+        secret: String,
+    },
+    /// Disable an unreferenced minted token.
+    Disable { id: String },
+    /// Delete a token disabled past its grace period.
+    Delete { id: String },
+}
+
+/// The sweep of one environment, folded from its listing token by token: only the tokens it
+/// acts on and the lagging consumers are kept, never the listing.
+#[derive(Default)]
+struct Plan {
+    actions: Vec<Action>,
+    kept: usize,
+    lagging: Vec<LaggingConsumer>,
+    /// Tokens whose decision waits for their previous-token candidates to be proven.
+    deferred: Vec<crate::dynatrace::ApiToken>,
+}
+
+/// What the sweep's decision for a token depends on besides the token (see [`Plan::add`]).
+struct Judge<'a> {
+    refs: &'a References,
+    manager_ids: &'a BTreeSet<String>,
+    tainted: bool,
+    now: Timestamp,
+    today: Date,
+    config: &'a crate::config::Config,
+}
+
+impl Plan {
+    /// Decides what happens to `t` as it is listed, or defers it when it is named as a previous
+    /// token and the decision can depend on that (a lagging consumer to report, a `when-unused`
+    /// revocation): only then is its candidate looked up by value ([`prove_previous`]), and
+    /// the decision made with [`Plan::add`] once the listing is over.
+    fn fold(&mut self, t: crate::dynatrace::ApiToken, judge: &Judge<'_>) {
+        let id = t.id_str();
+        let can_matter = judge.refs.previous.get(id).is_some_and(|candidates| {
+            t.is_enabled()
+                && !judge.manager_ids.contains(id)
+                && !judge.refs.is_current(id)
+                && marker::disabled_on(t.name_str()).is_none()
+                && (may_lag(&t, candidates)
+                    || judge.config.revoke_old == RevokeOld::WhenUnused
+                        && !judge.tainted
+                        && candidates.iter().any(|c| {
+                            crate::policy::quiet_since_promotion(
+                                judge.now,
+                                c.previous.promoted_at,
+                                t.last_used(),
+                                judge.config.unused_hours,
+                            )
+                        }))
+        });
+        if can_matter {
+            self.deferred.push(t);
+        } else {
+            self.add(&t, judge, None);
         }
-    };
-    let tainted = refs.is_tainted(&mgr.env);
-    let now = Timestamp::now();
-    let today = crate::policy::today();
-    let days = cleanup.config.delete_disabled_after_days;
-    for t in tokens {
-        let id = t.id_str().to_owned();
-        let mut v = verdict(
-            &t,
-            refs.ids.contains(&id),
-            manager_ids.contains(&id),
-            days,
+    }
+
+    /// Decides what happens to `t`, `previous` being its proven previous-token record (pure but
+    /// for the logs).
+    fn add(
+        &mut self,
+        t: &crate::dynatrace::ApiToken,
+        judge: &Judge<'_>,
+        previous: Option<&PreviousToken>,
+    ) {
+        let Judge {
+            refs,
+            manager_ids,
+            tainted,
             now,
             today,
+            config,
+        } = judge;
+        let id = t.id_str();
+        let referenced = refs.ids.contains(id);
+        let is_manager = manager_ids.contains(id);
+        let mut v = verdict(
+            t,
+            referenced,
+            is_manager,
+            config.delete_disabled_after_days,
+            *now,
+            *today,
         );
         if v == Verdict::Keep
             && t.is_enabled()
-            && !refs.ids.contains(&id)
-            && !manager_ids.contains(&id)
+            && !referenced
+            && !is_manager
             && superseded_vault_mint(t.name_str(), &refs.vault_latest)
         {
             v = Verdict::Disable;
@@ -1248,21 +1447,115 @@ async fn sweep_environment(
             tracing::info!(token_id = %id, "sweep: not attributable to a secret this sweep read; kept");
             v = Verdict::Keep;
         }
-        if let Some((owner, secret)) = refs.overdue.get(&id)
+        if let Some((owner, secret)) = refs.overdue.get(id)
             && t.is_enabled()
-            && !refs.ids.contains(&id)
-            && !manager_ids.contains(&id)
+            && !referenced
+            && !is_manager
             && !tainted
         {
-            if summary.dry_run {
-                summary.disabled.push(id);
-                continue;
+            self.actions.push(Action::Overdue {
+                id: id.to_owned(),
+                owner: owner.clone(),
+                secret: secret.clone(),
+            });
+            return;
+        }
+        if let Some(previous) = previous
+            && t.is_enabled()
+            && !is_manager
+            // A value copied between secrets may be another secret's current token.
+            && !refs.is_current(id)
+            && marker::disabled_on(t.name_str()).is_none()
+        {
+            if let Some(l) = lagging(t, previous) {
+                tracing::warn!(
+                    secret = %l.secret,
+                    token_id = %id,
+                    last_used = ?l.last_used_date,
+                    address = ?l.last_used_ip_address,
+                    "a consumer still uses the previous token after its successor's promotion: give it the current value before the old one is revoked"
+                );
+                self.lagging.push(l);
             }
+            let quiet = crate::policy::quiet_since_promotion(
+                *now,
+                previous.promoted_at,
+                t.last_used(),
+                config.unused_hours,
+            );
+            if config.revoke_old == RevokeOld::WhenUnused && quiet && !tainted {
+                self.actions.push(Action::Unused {
+                    id: id.to_owned(),
+                    key: previous.key.clone(),
+                    secret: previous.secret.clone(),
+                });
+                return;
+            }
+        }
+        if *tainted && v != Verdict::NotOurs {
+            v = Verdict::Keep;
+        }
+        match v {
+            Verdict::NotOurs => {}
+            Verdict::Keep => self.kept += 1,
+            Verdict::Disable => self.actions.push(Action::Disable { id: id.to_owned() }),
+            Verdict::Delete => self.actions.push(Action::Delete { id: id.to_owned() }),
+        }
+    }
+}
+
+/// What carrying out one [`Action`] did, for the summary.
+#[derive(Default)]
+struct Done {
+    disabled: Option<String>,
+    deleted: Option<String>,
+    error: Option<Problem>,
+}
+
+impl Done {
+    fn revoked(id: String, action: OldTokenAction) -> Self {
+        match action {
+            OldTokenAction::Disable => Self {
+                disabled: Some(id),
+                ..Self::default()
+            },
+            OldTokenAction::Delete => Self {
+                deleted: Some(id),
+                ..Self::default()
+            },
+        }
+    }
+    fn failed(problem: Problem) -> Self {
+        Self {
+            error: Some(problem),
+            ..Self::default()
+        }
+    }
+}
+
+/// Carries out `action` (or, in a dry run, says what it would do).
+async fn act(
+    cleanup: &Cleanup<'_>,
+    mgr: &Manager,
+    action: Action,
+    dry_run: bool,
+    today: Date,
+    deadline: Deadline,
+) -> Done {
+    let dt = &cleanup.dynatrace;
+    let events = cleanup.config.events;
+    match action {
+        Action::Overdue { id, .. } | Action::Disable { id } if dry_run => {
+            Done::revoked(id, OldTokenAction::Disable)
+        }
+        Action::Unused { id, .. } if dry_run => Done::revoked(id, cleanup.config.old_token_action),
+        Action::Delete { id } if dry_run => Done::revoked(id, OldTokenAction::Delete),
+        Action::Overdue { id, owner, secret } => {
             match rotation::revoke(
                 dt,
                 mgr,
                 &id,
-                Some(owner),
+                Some(&owner),
                 OldTokenAction::Disable,
                 today,
                 deadline,
@@ -1271,118 +1564,127 @@ async fn sweep_environment(
             {
                 Ok(Revoked::Disabled) => {
                     tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled a token two generations old that a rotation left enabled");
-                    let events = cleanup.config.events;
                     rotation::report_revocation(
                         dt,
                         mgr,
                         events,
-                        secret,
+                        &secret,
                         &id,
                         Revoked::Disabled,
                         deadline,
                     )
                     .await;
-                    summary.disabled.push(id);
+                    Done::revoked(id, OldTokenAction::Disable)
                 }
-                Ok(_) => {}
-                Err(e) => summary.errors.push(Problem::new(id, e)),
+                Ok(_) => Done::default(),
+                Err(e) => Done::failed(Problem::new(id, e)),
             }
-            continue;
         }
-        if let Some(previous) = refs.previous.get(&id)
-            && t.is_enabled()
-            && !manager_ids.contains(&id)
-            // A value copied between secrets may be another secret's current token.
-            && !refs.is_current(&id)
-            && marker::disabled_on(t.name_str()).is_none()
-        {
-            if let Some(l) = lagging(&t, previous) {
-                tracing::warn!(
-                    secret = %l.secret,
-                    token_id = %id,
-                    last_used = ?l.last_used_date,
-                    address = ?l.last_used_ip_address,
-                    "a consumer still uses the previous token after its successor's promotion: give it the current value before the old one is revoked"
-                );
-                summary.lagging_consumers.push(l);
-            }
-            let quiet = crate::policy::quiet_since_promotion(
-                now,
-                previous.promoted_at,
-                t.last_used(),
-                cleanup.config.unused_hours,
-            );
-            if cleanup.config.revoke_old == crate::policy::RevokeOld::WhenUnused
-                && quiet
-                && !tainted
-            {
-                let action = cleanup.config.old_token_action;
-                let listed = |summary: &mut SweepSummary, id: String| match action {
-                    OldTokenAction::Disable => summary.disabled.push(id),
-                    OldTokenAction::Delete => summary.deleted.push(id),
-                };
-                if summary.dry_run {
-                    listed(summary, id);
-                    continue;
-                }
-                match rotation::revoke(dt, mgr, &id, Some(&previous.key), action, today, deadline)
-                    .await
-                {
-                    Ok(outcome @ (Revoked::Disabled | Revoked::Deleted)) => {
-                        tracing::info!(secret = %previous.secret, token_id = %id, "sweep: revoked a previous token unused since its successor's promotion (when-unused)");
-                        let events = cleanup.config.events;
-                        rotation::report_revocation(
-                            dt,
-                            mgr,
-                            events,
-                            &previous.secret,
-                            &id,
-                            outcome,
-                            deadline,
-                        )
+        Action::Unused { id, key, secret } => {
+            let action = cleanup.config.old_token_action;
+            match rotation::revoke(dt, mgr, &id, Some(&key), action, today, deadline).await {
+                Ok(outcome @ (Revoked::Disabled | Revoked::Deleted)) => {
+                    tracing::info!(secret = %secret, token_id = %id, "sweep: revoked a previous token unused since its successor's promotion (when-unused)");
+                    rotation::report_revocation(dt, mgr, events, &secret, &id, outcome, deadline)
                         .await;
-                        listed(summary, id);
-                    }
-                    Ok(_) => {}
-                    Err(e) => summary.errors.push(Problem::new(id, e)),
+                    Done::revoked(id, action)
                 }
-                continue;
+                Ok(_) => Done::default(),
+                Err(e) => Done::failed(Problem::new(id, e)),
             }
         }
-        if tainted && v != Verdict::NotOurs {
-            v = Verdict::Keep;
-        }
-        match v {
-            Verdict::NotOurs => {}
-            Verdict::Keep => summary.kept += 1,
-            Verdict::Disable if summary.dry_run => summary.disabled.push(id),
-            Verdict::Delete if summary.dry_run => summary.deleted.push(id),
-            Verdict::Disable => {
-                match rotation::revoke(dt, mgr, &id, None, OldTokenAction::Disable, today, deadline)
-                    .await
-                {
-                    Ok(Revoked::Disabled) => {
-                        tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled an unreferenced token");
-                        summary.disabled.push(id);
-                    }
-                    Ok(other) => {
-                        tracing::info!(token_id = %id, outcome = ?other, "sweep: nothing to disable");
-                    }
-                    Err(e) => summary.errors.push(Problem::new(id, e)),
+        Action::Disable { id } => {
+            match rotation::revoke(dt, mgr, &id, None, OldTokenAction::Disable, today, deadline)
+                .await
+            {
+                Ok(Revoked::Disabled) => {
+                    tracing::info!(token_id = %id, env = %mgr.env, "sweep: disabled an unreferenced token");
+                    Done::revoked(id, OldTokenAction::Disable)
                 }
+                Ok(other) => {
+                    tracing::info!(token_id = %id, outcome = ?other, "sweep: nothing to disable");
+                    Done::default()
+                }
+                Err(e) => Done::failed(Problem::new(id, e)),
             }
-            Verdict::Delete => match dt.delete(&mgr.env, &mgr.token, &id, deadline).await {
-                Ok(true) => {
-                    tracing::info!(token_id = %id, env = %mgr.env, "sweep: deleted a token disabled past its grace period");
-                    summary.deleted.push(id);
-                }
-                Ok(false) => tracing::info!(token_id = %id, "sweep: already deleted"),
-                Err(e) => summary.errors.push(Problem::new(
-                    id.clone(),
-                    format!("deleting token {id}: {e}"),
-                )),
-            },
         }
+        Action::Delete { id } => match dt.delete(&mgr.env, &mgr.token, &id, deadline).await {
+            Ok(true) => {
+                tracing::info!(token_id = %id, env = %mgr.env, "sweep: deleted a token disabled past its grace period");
+                Done::revoked(id, OldTokenAction::Delete)
+            }
+            Ok(false) => {
+                tracing::info!(token_id = %id, "sweep: already deleted");
+                Done::default()
+            }
+            Err(e) => Done::failed(Problem::new(
+                id.clone(),
+                format!("deleting token {id}: {e}"),
+            )),
+        },
+    }
+}
+
+/// Sweeps one environment: one listing (page by page, folded into a [`Plan`]), then the
+/// actions, as many at once as the environment's window of Dynatrace calls allows, reported
+/// in listing order. A listing that fails part-way changes nothing.
+async fn sweep_environment(
+    cleanup: &Cleanup<'_>,
+    mgr: &Manager,
+    managers: &Managers,
+    refs: &References,
+    summary: &mut SweepSummary,
+    deadline: Deadline,
+) {
+    let dt = &cleanup.dynatrace;
+    let judge = Judge {
+        refs,
+        manager_ids: &managers.manager_ids,
+        tainted: refs.is_tainted(&mgr.env),
+        now: Timestamp::now(),
+        today: crate::policy::today(),
+        config: cleanup.config,
+    };
+    let mut plan = Plan::default();
+    let listed = dt
+        .list_each(
+            &mgr.env,
+            &mgr.token,
+            None,
+            "+modifiedDate,+lastUsedDate,+lastUsedIpAddress",
+            deadline,
+            |t| plan.fold(t, &judge),
+        )
+        .await;
+    match listed {
+        Ok(n) => {
+            tracing::info!(env = %mgr.env, tokens = n, actions = plan.actions.len(), "sweep: environment listed")
+        }
+        Err(e) => {
+            summary.errors.push(Problem::new(
+                mgr.env.to_string(),
+                format!("listing tokens: {e}"),
+            ));
+            return;
+        }
+    }
+    let deferred = std::mem::take(&mut plan.deferred);
+    let proven = prove_previous(cleanup, &managers.by_env, refs, &deferred, deadline).await;
+    for t in &deferred {
+        plan.add(t, &judge, proven.get(t.id_str()));
+    }
+    summary.kept += plan.kept;
+    summary.lagging_consumers.append(&mut plan.lagging);
+    let (dry_run, today) = (summary.dry_run, judge.today);
+    let mut done = std::pin::pin!(
+        futures::stream::iter(plan.actions)
+            .map(|a| act(cleanup, mgr, a, dry_run, today, deadline))
+            .buffered(dt.max_in_flight())
+    );
+    while let Some(d) = done.next().await {
+        summary.disabled.extend(d.disabled);
+        summary.deleted.extend(d.deleted);
+        summary.errors.extend(d.error);
     }
 }
 

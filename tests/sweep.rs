@@ -668,3 +668,241 @@ async fn when_unused_spares_a_previous_token_another_path_holds_as_current() {
     );
     w.assert_no_leaks();
 }
+
+/// `GET /api/v2/apiTokens` requests the emulator has answered so far.
+fn list_requests(emu: &dynatrace_emulator::Emulator) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v2/apiTokens")
+        .count()
+}
+
+/// The sizes of the listing pages the client logged, in order.
+fn logged_pages(logs: &rotator_sandbox::LogCapture) -> Vec<u64> {
+    logs.lines()
+        .iter()
+        .filter(|l| l.to_string().contains("Dynatrace token list page read"))
+        .filter_map(|l| l["fields"]["tokens"].as_u64().or(l["tokens"].as_u64()))
+        .collect()
+}
+
+/// A tenant of more than 10 000 tokens: a sweep lists it once, in two requests of the API's
+/// largest page (10 000), and finds its work on both pages; an audit does the same.
+#[tokio::test]
+async fn a_tenant_of_ten_thousand_tokens_is_listed_once_in_pages_of_ten_thousand() {
+    let w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
+    let (secret, original) = w.app_secret(json!({})).await;
+    w.rotate(&secret).await;
+    let current = w
+        .token_id_at(&secret, secrets_manager::AWSCURRENT)
+        .await
+        .unwrap();
+    let arn = w
+        .secrets_manager
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    // Newest first: the orphans (hours old) lead the first page, the bulk (20 days old)
+    // follows, and the long-disabled tokens (40 and 60 days old) end up on the second page.
+    let s = seed(
+        &w.emu,
+        &Marker::secrets_manager(&arn, "an-abandoned-version"),
+    );
+    let bulk = 10_050;
+    for i in 0..bulk {
+        w.emu.seed_token(SeedToken {
+            creation: Some(hours_ago(24 * 20)),
+            expiration: Some(Timestamp::now() + SignedDuration::from_hours(24 * 365)),
+            ..SeedToken::new(&format!("bulk token {i}"), APP_SCOPES)
+        });
+    }
+    let total = w.emu.tokens().len();
+    assert!(total > 10_000 + 50);
+
+    let (before, pages_before) = (list_requests(&w.emu), logged_pages(&w.logs).len());
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(
+        list_requests(&w.emu) - before,
+        2,
+        "one listing of two pages"
+    );
+    assert_eq!(
+        logged_pages(&w.logs)[pages_before..],
+        [10_000, total as u64 - 10_000],
+        "pageSize=10000"
+    );
+    assert_eq!(ids(&out, "disabled"), vec![s.orphan.id.clone()], "{out}");
+    assert_eq!(
+        ids(&out, "deleted"),
+        sorted(vec![
+            s.old_disabled.id.clone(),
+            s.old_disabled_minted.id.clone()
+        ]),
+        "{out}"
+    );
+    assert_eq!(out["errors"], json!([]), "{out}");
+    // kept: the current token, the young orphan, the recently disabled one and a person's
+    // token that merely carries the disabled suffix
+    assert_eq!(out["kept"], 4, "{out}");
+    assert!(w.token(&current).enabled);
+    assert!(w.token(&original.id).enabled, "AWSPREVIOUS stays");
+    assert!(w.token(&s.young_orphan.id).enabled);
+    assert!(w.emu.was_deleted(&s.old_disabled.id));
+
+    let (before, pages_before) = (list_requests(&w.emu), logged_pages(&w.logs).len());
+    let audit = w.invoke(json!({"action": "audit"})).await.unwrap();
+    assert_eq!(
+        list_requests(&w.emu) - before,
+        2,
+        "one listing of two pages"
+    );
+    let total = w.emu.tokens().len();
+    assert_eq!(
+        logged_pages(&w.logs)[pages_before..],
+        [10_000, total as u64 - 10_000],
+        "pageSize=10000"
+    );
+    let e = &audit["environments"][0];
+    assert_eq!(audit["environments"].as_array().unwrap().len(), 1);
+    assert_eq!(e["tokens"], total, "{}", e["error"]);
+    let disabled = w.emu.tokens().iter().filter(|t| !t.enabled).count();
+    assert_eq!(e["disabled"], disabled);
+    assert!(e["danglingSecrets"].as_array().unwrap().is_empty());
+    let never: Vec<&str> = e["neverExpiring"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        never.contains(&current.as_str()) && never.contains(&s.young_orphan.id.as_str()),
+        "{never:?}"
+    );
+    assert!(
+        !never.iter().any(|id| w.token(id).name.starts_with("bulk")),
+        "the bulk tokens expire"
+    );
+    w.assert_no_leaks();
+}
+
+/// Many Secrets Manager secrets, each with three labelled versions: the sweep reads every one
+/// of them (their minted tokens stay, an orphan of each is disabled) from the `ListSecrets`
+/// entries, with no DescribeSecret per secret.
+#[tokio::test]
+async fn many_secrets_are_read_from_their_listing_without_describe_secret() {
+    const SECRETS: usize = 60;
+    let mut w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
+    let setups = (0..SECRETS).map(|i| {
+        let (sm, emu) = (&w.secrets_manager, &w.emu);
+        async move {
+            let name = format!("dynatrace/bulk-{i}-{}", rotator_sandbox::unique_suffix());
+            let arn = secrets_manager::create_secret(sm, &name, "{}")
+                .await
+                .unwrap();
+            let minted = |rotation: &str| {
+                emu.seed_token(SeedToken {
+                    creation: Some(hours_ago(2)),
+                    ..SeedToken::new(
+                        &Marker::secrets_manager(&arn, rotation).name_for("app"),
+                        APP_SCOPES,
+                    )
+                })
+            };
+            let (current, pending, orphan) = (minted("a"), minted("b"), minted("c"));
+            let doc =
+                |t: &Seeded| json!({"environmentUrl": emu.url(), "token": t.value}).to_string();
+            // AWSCURRENT: current; AWSPREVIOUS: the first value; AWSPENDING: pending.
+            secrets_manager::update_value(sm, &name, &doc(&current))
+                .await
+                .unwrap();
+            let version = secrets_manager::begin_rotation(sm, &name, secrets_manager::LAMBDA_ARN)
+                .await
+                .unwrap();
+            secrets_manager::put_value(sm, &name, &version, &doc(&pending), &["AWSPENDING"])
+                .await
+                .unwrap();
+            (vec![current.id, pending.id], orphan.id)
+        }
+    });
+    let seeded = futures::future::join_all(setups).await;
+    let store =
+        rotator_sandbox::FaultProxy::start(&rotator_sandbox::Moto::shared().endpoint()).await;
+    w.deps.secrets_manager = secrets_manager::client(&store.url());
+
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(out["errors"], json!([]), "{out}");
+    let orphans = sorted(seeded.iter().map(|(_, o)| o.clone()).collect());
+    assert_eq!(ids(&out, "disabled"), orphans, "one orphan of each secret");
+    for (referenced, _) in &seeded {
+        for id in referenced {
+            assert!(w.token(id).enabled, "a labelled token of a secret read");
+        }
+    }
+    let calls = store.calls();
+    let count = |target: &str| {
+        calls
+            .iter()
+            .filter(|c| c.target.as_deref() == Some(target))
+            .count()
+    };
+    assert_eq!(count("secretsmanager.DescribeSecret"), 0, "{calls:?}");
+    assert!(count("secretsmanager.ListSecrets") >= 1);
+    // Every labelled version of each secret (other tests' secrets may add to it).
+    assert!(
+        count("secretsmanager.GetSecretValue") > 3 * SECRETS,
+        "{calls:?}"
+    );
+    w.assert_no_leaks();
+}
+
+/// Token lookups by value the emulator has answered so far.
+fn lookups(emu: &dynatrace_emulator::Emulator) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/api/v2/apiTokens/lookup")
+        .count()
+}
+
+/// A previous token is looked up by value (the proof a lagging consumer and a `when-unused`
+/// revocation need) only when the listing shows a use after its successor's promotion: with
+/// `next-rotation` and no consumer of an old value, a sweep and an audit look nothing up; the
+/// consumer of one previous token costs one lookup each, and is reported.
+#[tokio::test]
+async fn previous_tokens_are_looked_up_only_when_the_listing_shows_a_use_after_promotion() {
+    let w = World::new(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)]).await;
+    let mut originals = Vec::new();
+    for _ in 0..3 {
+        let (secret, original) = w.app_secret(json!({})).await;
+        w.rotate(&secret).await;
+        originals.push(original);
+    }
+    let before = lookups(&w.emu);
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert!(lagging_ids(&out).is_empty(), "{out}");
+    let audit = w.invoke(json!({"action": "audit"})).await.unwrap();
+    assert!(lagging_ids(&audit["environments"][0]).is_empty(), "{audit}");
+    assert_eq!(lookups(&w.emu) - before, 0, "nothing can matter: no lookup");
+
+    use_token(&w.emu.url(), &originals[1].value).await;
+    let before = lookups(&w.emu);
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert_eq!(lagging_ids(&out), vec![originals[1].id.clone()], "{out}");
+    assert_eq!(lookups(&w.emu) - before, 1, "one proof for the one used");
+    let audit = w.invoke(json!({"action": "audit"})).await.unwrap();
+    assert_eq!(
+        lagging_ids(&audit["environments"][0]),
+        vec![originals[1].id.clone()]
+    );
+    assert_eq!(lookups(&w.emu) - before, 2);
+    for o in &originals {
+        assert!(
+            w.token(&o.id).enabled,
+            "next-rotation: nothing revoked early"
+        );
+    }
+    w.assert_no_leaks();
+}
