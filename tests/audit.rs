@@ -250,3 +250,30 @@ async fn a_secrets_manager_secret_whose_token_was_deleted_is_dangling() {
     assert!(secrets(e, "expiresBeforeNextRotation").is_empty(), "{e}");
     w.assert_no_leaks();
 }
+
+/// A Secrets Manager secret whose token expires before Secrets Manager's next scheduled
+/// rotation (`NextRotationDate`, read from moto) is listed under `expiresBeforeNextRotation`.
+#[tokio::test]
+async fn a_secrets_manager_token_expiring_before_the_next_rotation_is_listed() {
+    let w = World::new(&[
+        ("AWS_LAMBDA_FUNCTION_NAME", "dynatrace-token-rotator"),
+        ("DT_TOKEN_LIFETIME_DAYS", "10"),
+        ("ROTATION_INTERVAL_DAYS", "3"),
+        ("ROTATION_EXPIRY_MARGIN_DAYS", "1"),
+    ])
+    .await;
+    let (secret, _) = w.app_secret(json!({})).await;
+    // Rotated every 30 days (the sandbox's schedule); the minted token lives 10.
+    w.rotate(&secret).await;
+    let current = w.token_id_at(&secret, "AWSCURRENT").await.unwrap();
+    let out = w.invoke(json!({"action": "audit"})).await.unwrap();
+    let e = &out["environments"][0];
+    let listed = secrets(e, "expiresBeforeNextRotation");
+    assert_eq!(listed.len(), 1, "{e}");
+    assert!(listed[0].contains(&secret), "{listed:?}");
+    let entry = &e["expiresBeforeNextRotation"][0];
+    assert_eq!(entry["tokenId"], current.as_str());
+    assert!(entry["nextRotationDate"].is_string(), "{entry}");
+    assert!(entry["expirationDate"].is_string(), "{entry}");
+    w.assert_no_leaks();
+}
