@@ -255,25 +255,7 @@ async fn dispatch(
             };
             rotate_vault(deps, &action, deadline).await
         }
-        Invocation::Sqs(records) => {
-            let mut failures = Vec::new();
-            for record in records {
-                let ok = match record.body.and_then(|body| event::parse_action(&body)) {
-                    Ok(action) => match rotate_vault(deps, &action, deadline).await {
-                        Ok(summary) => summary["failed"].as_u64() == Some(0),
-                        Err(_) => false,
-                    },
-                    Err(e) => {
-                        tracing::warn!(message_id = %record.message_id, error = %e, "SQS record refused: it is not a usable rotate-vault action");
-                        false
-                    }
-                };
-                if !ok {
-                    failures.push(serde_json::json!({ "itemIdentifier": record.message_id }));
-                }
-            }
-            Ok(serde_json::json!({ "batchItemFailures": failures }))
-        }
+        Invocation::Sqs(records) => Ok(run_sqs(deps, records, deadline).await),
         Invocation::Sweep { dry_run } => run_sweep(deps, dry_run, deadline).await,
         Invocation::Audit => run_audit(deps, deadline).await,
         Invocation::RevokeLeaked(action) => {
@@ -372,6 +354,97 @@ async fn rotate_vault(
         "rotate-vault run done"
     );
     Ok(serde_json::to_value(summary).unwrap_or(Value::Null))
+}
+
+/// Runs the `rotate-vault` actions of an SQS batch and answers `batchItemFailures`. Records
+/// naming explicit paths with the same `force` and `dryRun` (what `enqueue-vault` sends) run
+/// as one `rotate-vault` run: one Vault login, one manager read and one tenant listing for
+/// the batch, and all its paths in flight together under the Dynatrace window. A record
+/// fails when one of its paths failed (or the run could not run); a record with a `prefix`
+/// runs on its own; a record that is not a usable action fails alone.
+async fn run_sqs(deps: &Deps, records: Vec<event::SqsRecord>, deadline: Deadline) -> Value {
+    use std::collections::{BTreeMap, BTreeSet};
+    let order: Vec<String> = records.iter().map(|r| r.message_id.clone()).collect();
+    let mut failed: BTreeSet<String> = BTreeSet::new();
+    let mut batches: BTreeMap<(bool, bool), Vec<(String, Vec<String>)>> = BTreeMap::new();
+    let mut alone = Vec::new();
+    for record in records {
+        let id = record.message_id;
+        let action = match record.body.and_then(|body| event::parse_action(&body)) {
+            Ok(action) => action,
+            Err(e) => {
+                tracing::warn!(message_id = %id, error = %e, "SQS record refused: it is not a usable rotate-vault action");
+                failed.insert(id);
+                continue;
+            }
+        };
+        if action.prefix.is_some() || action.paths.is_empty() {
+            alone.push((id, action));
+            continue;
+        }
+        let paths: Result<Vec<String>, _> = action
+            .paths
+            .iter()
+            .map(|p| vault_rotate::check_path(p))
+            .collect();
+        match paths {
+            Ok(paths) => batches
+                .entry((action.force, action.dry_run))
+                .or_default()
+                .push((id, paths)),
+            Err(e) => {
+                tracing::warn!(message_id = %id, error = %e, "SQS record refused: a path is unusable");
+                failed.insert(id);
+            }
+        }
+    }
+    for ((force, dry_run), members) in batches {
+        let paths: BTreeSet<String> = members.iter().flat_map(|(_, p)| p.clone()).collect();
+        let action = VaultAction {
+            action: "rotate-vault".into(),
+            paths: paths.into_iter().collect(),
+            prefix: None,
+            force,
+            dry_run,
+        };
+        tracing::info!(
+            records = members.len(),
+            paths = action.paths.len(),
+            "SQS records run as one rotate-vault run"
+        );
+        match rotate_vault(deps, &action, deadline).await {
+            Ok(summary) => {
+                let failed_paths: BTreeSet<&str> = summary["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r["status"] == "failed")
+                    .filter_map(|r| r["path"].as_str())
+                    .collect();
+                for (id, paths) in &members {
+                    if paths.iter().any(|p| failed_paths.contains(p.as_str())) {
+                        failed.insert(id.clone());
+                    }
+                }
+            }
+            Err(_) => failed.extend(members.into_iter().map(|(id, _)| id)),
+        }
+    }
+    for (id, action) in alone {
+        let ok = match rotate_vault(deps, &action, deadline).await {
+            Ok(summary) => summary["failed"].as_u64() == Some(0),
+            Err(_) => false,
+        };
+        if !ok {
+            failed.insert(id);
+        }
+    }
+    let failures: Vec<Value> = order
+        .into_iter()
+        .filter(|id| failed.contains(id))
+        .map(|id| serde_json::json!({ "itemIdentifier": id }))
+        .collect();
+    serde_json::json!({ "batchItemFailures": failures })
 }
 
 /// Runs a `sweep` and returns its summary as JSON.

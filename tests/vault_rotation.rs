@@ -483,18 +483,29 @@ fn failed_records(out: &Value) -> Vec<&str> {
 async fn sqs_batch_reports_exactly_the_failed_records() {
     let w = VaultWorld::new(&[]).await;
     let (a, _) = w.app("app1", json!({})).await;
+    let (b, _) = w.app("app2", json!({})).await;
     let missing = w.path("missing");
     let record = |id: &str, body: Value| json!({"messageId": id, "eventSource": "aws:sqs", "body": body.to_string(), "receiptHandle": "r", "attributes": {}, "messageAttributes": {}, "md5OfBody": "x", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"});
     let event = json!({"Records": [
         record("ok-1", json!({"action": "rotate-vault", "paths": [a]})),
         record("bad-path", json!({"action": "rotate-vault", "paths": [missing]})),
+        record("ok-2", json!({"action": "rotate-vault", "paths": [b, a]})),
         {"messageId": "not-json", "eventSource": "aws:sqs", "body": "{nope"},
         record("wrong-action", json!({"action": "sweep"})),
     ]});
     let out = w.invoke(event).await.unwrap();
     let failed = failed_records(&out);
     assert_eq!(failed, vec!["bad-path", "not-json", "wrong-action"]);
-    assert_eq!(w.read(&a).await.0, 2);
+    assert_eq!(w.read(&a).await.0, 2, "named by two records, rotated once");
+    assert_eq!(w.read(&b).await.0, 2);
+    // The records' paths ran as one run: the tenant was listed once for the batch.
+    let listings = w
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/api/v2/apiTokens")
+        .count();
+    assert_eq!(listings, 1);
     w.assert_no_leaks();
 }
 

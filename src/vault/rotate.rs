@@ -344,7 +344,8 @@ pub(crate) async fn read_manager(kv: &KvClient, path: &str) -> Result<Manager, R
     }
 }
 
-fn check_path(p: &str) -> Result<String, RunError> {
+/// A KV path as the rotator uses it (surrounding `/` and blanks trimmed), or why it is refused.
+pub fn check_path(p: &str) -> Result<String, RunError> {
     let clean = p.trim().trim_matches('/').to_owned();
     let bad = |reason| {
         Err(RunError::BadPath {
