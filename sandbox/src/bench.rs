@@ -34,14 +34,35 @@ const RECORDS_PER_INVOCATION: usize = 5;
 const TENANT_TOKENS: usize = 10_000;
 const SECRETS: usize = 1_000;
 
+/// Which phases to run: `all`, or one of `fleet` (phases 1–4) and `tenant` (phase 5).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Phases {
+    /// Every phase.
+    All,
+    /// Cold start, the Vault runs, enqueue-vault, the Secrets Manager rotation.
+    Fleet,
+    /// Sweep and audit of the large tenant.
+    Tenant,
+}
+
 /// Runs the benchmark (see the module documentation).
-pub async fn bench() -> Result<()> {
+pub async fn bench(phases: Phases) -> Result<()> {
     say("building the release binary");
     let binary = build_release().await?;
     let size = std::fs::metadata(&binary)?.len();
     println!(
         "    release binary (host architecture): {size} bytes ({:.1} MiB)",
         size as f64 / 1048576.0
+    );
+    say("init: from process start to the first poll of the Runtime API (stub), 5 starts");
+    let mut inits = Vec::new();
+    for _ in 0..5 {
+        inits.push(init_time(&binary)?);
+    }
+    inits.sort();
+    println!(
+        "    median {:?} (min {:?}, max {:?})",
+        inits[2], inits[0], inits[4]
     );
 
     let emulator = Emulator::start().await;
@@ -63,7 +84,45 @@ pub async fn bench() -> Result<()> {
     .await?;
     let sqs_client = sqs::client(&moto.endpoint());
     let queue = sqs::create_queue(&sqs_client, "bench-rotations").await?;
+    let concurrency = CAPACITY.to_string();
+    let mut problems = Vec::new();
+    if phases != Phases::Tenant {
+        fleet(
+            &emulator,
+            &moto,
+            &bao,
+            &client,
+            &sqs_client,
+            &queue,
+            &mut problems,
+        )
+        .await?;
+    }
+    if phases != Phases::Fleet {
+        tenant(&emulator, &moto, &bao, &client, &concurrency, &mut problems).await?;
+    }
+    emulator.shutdown();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "the bench runs did not all succeed:\n  - {}",
+            problems.join("\n  - ")
+        )))
+    }
+}
 
+/// Phases 1–4: cold start under cargo lambda, the Vault runs, enqueue-vault, a Secrets
+/// Manager rotation.
+async fn fleet(
+    emulator: &Emulator,
+    moto: &Moto,
+    bao: &Bao,
+    client: &aws_sdk_secretsmanager::Client,
+    sqs_client: &aws_sdk_sqs::Client,
+    queue: &str,
+    problems: &mut Vec<String>,
+) -> Result<()> {
     say(&format!(
         "seeding {} Vault secrets and one Secrets Manager secret",
         SMALL + 2 * LARGE
@@ -81,7 +140,7 @@ pub async fn bench() -> Result<()> {
     }
     let app = emulator.seed_token(SeedToken::new(APP_TOKEN_NAME, &APP_SCOPES));
     secrets_manager::create_secret(
-        &client,
+        client,
         APP_SECRET,
         &token_document(&emulator.url(), &app.value, &[]),
     )
@@ -90,12 +149,12 @@ pub async fn bench() -> Result<()> {
     let concurrency = CAPACITY.to_string();
     let sqs_endpoint = moto.endpoint();
     let lambda = start_function(
-        &moto,
-        &bao,
+        moto,
+        bao,
         &[
             ("RUST_LOG", "warn"),
             ("ROTATION_CONCURRENCY", &concurrency),
-            ("VAULT_QUEUE_URL", &queue),
+            ("VAULT_QUEUE_URL", queue),
             ("AWS_ENDPOINT_URL_SQS", &sqs_endpoint),
         ],
         true,
@@ -120,7 +179,6 @@ pub async fn bench() -> Result<()> {
 
     emulator.set_latency(LATENCY);
     emulator.set_capacity(Some(CAPACITY));
-    let mut problems = Vec::new();
     for (prefix, n) in [("small", SMALL), ("large", LARGE)] {
         say(&format!(
             "rotate-vault of {n} paths in one invocation ({} ms per request, {CAPACITY} served at once, ROTATION_CONCURRENCY={CAPACITY})",
@@ -128,7 +186,7 @@ pub async fn bench() -> Result<()> {
         ));
         let action = serde_json::json!({"action": "rotate-vault", "prefix": format!("{prefix}/")});
         let payload = action.to_string();
-        let (summary, figures) = measured(&emulator, lambda.invoke(&payload)).await?;
+        let (summary, figures) = measured(emulator, lambda.invoke(&payload)).await?;
         println!(
             "    rotated {}, failed {}; {figures}",
             summary["rotated"], summary["failed"]
@@ -142,11 +200,11 @@ pub async fn bench() -> Result<()> {
         "{LARGE} other paths through enqueue-vault (batchSize {BATCH_SIZE}) and SQS ({RECORDS_PER_INVOCATION} records per invocation)"
     ));
     let started = Instant::now();
-    let before = Counters::read(&emulator);
+    let before = Counters::read(emulator);
     let enqueue = serde_json::json!({"action": "enqueue-vault", "prefix": "queued/", "batchSize": BATCH_SIZE});
     let answer: Value = serde_json::from_str(&lambda.invoke(&enqueue.to_string()).await?)?;
     let enqueued_in = started.elapsed();
-    let received = sqs::drain(&sqs_client, &queue).await?;
+    let received = sqs::drain(sqs_client, queue).await?;
     let mut invocations = 0;
     let mut failed_records = 0;
     for chunk in received.chunks(RECORDS_PER_INVOCATION) {
@@ -156,7 +214,7 @@ pub async fn bench() -> Result<()> {
         failed_records += out["batchItemFailures"].as_array().map_or(0, Vec::len);
     }
     let wall = started.elapsed();
-    let figures = Counters::read(&emulator).since(&before, wall);
+    let figures = Counters::read(emulator).since(&before, wall);
     println!(
         "    enqueue-vault: {} paths in {} messages ({enqueued_in:?}); {invocations} SQS invocations, {failed_records} records failed; total {figures}",
         answer["paths"], answer["messages"]
@@ -169,7 +227,7 @@ pub async fn bench() -> Result<()> {
     for round in 1..=2 {
         let before = emulator.requests().len();
         let t = Instant::now();
-        let version = secrets_manager::begin_rotation(&client, APP_SECRET, LAMBDA_ARN).await?;
+        let version = secrets_manager::begin_rotation(client, APP_SECRET, LAMBDA_ARN).await?;
         for step in STEPS {
             let payload = serde_json::json!({"Step": step, "SecretId": APP_SECRET, "ClientRequestToken": version}).to_string();
             lambda.invoke(&payload).await?;
@@ -187,7 +245,21 @@ pub async fn bench() -> Result<()> {
     }
     report_rss("rotations");
     drop(lambda);
+    emulator.set_capacity(None);
+    emulator.set_latency(Duration::ZERO);
+    Ok(())
+}
 
+/// Phase 5: sweep and audit of a tenant of [`TENANT_TOKENS`] tokens with [`SECRETS`] Secrets
+/// Manager secrets, in a fresh function process (its own peak RSS).
+async fn tenant(
+    emulator: &Emulator,
+    moto: &Moto,
+    bao: &Bao,
+    client: &aws_sdk_secretsmanager::Client,
+    concurrency: &str,
+    problems: &mut Vec<String>,
+) -> Result<()> {
     say(&format!(
         "seeding a tenant of {TENANT_TOKENS} tokens with {SECRETS} Secrets Manager secrets (current and previous) rotated by this function"
     ));
@@ -197,7 +269,7 @@ pub async fn bench() -> Result<()> {
         let current = emulator.seed_token(SeedToken::new(&format!("tenant app {i}"), &APP_SCOPES));
         let name = format!("tenant/app{i:04}");
         secrets_manager::create_secret(
-            &client,
+            client,
             &name,
             &token_document(&emulator.url(), &previous.value, &[]),
         )
@@ -210,10 +282,10 @@ pub async fn bench() -> Result<()> {
                 ("rotatedAt", "2026-11-01T00:00:00Z"),
             ],
         );
-        secrets_manager::update_value(&client, &name, &doc).await?;
+        secrets_manager::update_value(client, &name, &doc).await?;
         // Rotation enabled with this function, nothing pending (as between two rotations).
-        let pending = secrets_manager::begin_rotation(&client, &name, LAMBDA_ARN).await?;
-        secrets_manager::remove_stage(&client, &name, AWSPENDING, &pending).await?;
+        let pending = secrets_manager::begin_rotation(client, &name, LAMBDA_ARN).await?;
+        secrets_manager::remove_stage(client, &name, AWSPENDING, &pending).await?;
     }
     let others = TENANT_TOKENS.saturating_sub(emulator.tokens().len());
     for i in 0..others {
@@ -224,11 +296,17 @@ pub async fn bench() -> Result<()> {
     }
     println!("    {} tokens in the tenant", emulator.tokens().len());
     emulator.set_latency(LATENCY);
+    emulator.set_capacity(Some(CAPACITY));
 
+    // The sweep also reads the 200 Vault paths of the fleet phase.
     let lambda = start_function(
-        &moto,
-        &bao,
-        &[("RUST_LOG", "warn"), ("ROTATION_CONCURRENCY", &concurrency)],
+        moto,
+        bao,
+        &[
+            ("RUST_LOG", "warn"),
+            ("ROTATION_CONCURRENCY", concurrency),
+            ("VAULT_ROTATE_PREFIX", "small/"),
+        ],
         true,
     )
     .await
@@ -237,7 +315,7 @@ pub async fn bench() -> Result<()> {
         say(&format!("{action} of that tenant (fresh function process)"));
         let payload = serde_json::json!({"action": action});
         let payload = payload.to_string();
-        let (answer, figures) = measured(&emulator, lambda.invoke(&payload)).await?;
+        let (answer, figures) = measured(emulator, lambda.invoke(&payload)).await?;
         let errors = answer["errors"].as_array().map_or(0, Vec::len);
         println!("    {errors} errors; {figures}");
         if errors > 0 {
@@ -246,15 +324,53 @@ pub async fn bench() -> Result<()> {
         report_rss(action);
     }
     drop(lambda);
-    emulator.shutdown();
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::new(format!(
-            "the bench runs did not all succeed:\n  - {}",
-            problems.join("\n  - ")
-        )))
-    }
+    Ok(())
+}
+
+/// Starts the release binary against a stub Runtime API and returns the time from the spawn
+/// to its first `GET /2018-06-01/runtime/invocation/next` (the init: configuration, clients).
+fn init_time(binary: &std::path::Path) -> Result<Duration> {
+    let polled: std::sync::Arc<std::sync::Mutex<Option<Instant>>> = Default::default();
+    let seen = polled.clone();
+    let api = rotator_sandbox::StubServer::start(move |r, _| {
+        if r.path.ends_with("/invocation/next") {
+            seen.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(Instant::now);
+        }
+        rotator_sandbox::Reply::json(500, r#"{"errorMessage":"bench"}"#)
+    });
+    let started = Instant::now();
+    let mut child = std::process::Command::new(binary)
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", api.addr().to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "dynatrace-token-rotator")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/dynatrace-token-rotator")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("DT_MANAGER_SECRET_IDS", MANAGER_SECRET)
+        .env("VAULT_ADDR", "http://127.0.0.1:8200")
+        .env("VAULT_TOKEN", "bench-not-a-real-token")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let at = loop {
+        if let Some(at) = *polled.lock().unwrap_or_else(|p| p.into_inner()) {
+            break at;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            return Err(Error::new("the function never polled the Runtime API"));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok(at.duration_since(started))
 }
 
 /// Builds the release binary and returns its path (honouring `CARGO_TARGET_DIR`).

@@ -33,8 +33,8 @@ const VAULT_APPS: [(&str, &str); 3] = [
 fn usage() -> ExitCode {
     eprintln!(
         "usage: sandbox demo\n\n\
-         bench  measure the release binary against a tenant serving 16 requests at once at 20 ms:\n       \
-         cold start, 200- and 2,000-path Vault runs, enqueue-vault + SQS, the calls of a\n       \
+         bench [fleet|tenant]  measure the release binary against a tenant serving 16\n       \
+         requests at once at 20 ms: init and cold start, 200- and 2,000-path Vault runs, enqueue-vault + SQS, the calls of a\n       \
          Secrets Manager rotation, sweep and audit of 10,000 tokens / 1,000 secrets, peak RSS\n       \
          demo   rotate a Dynatrace token held in moto (Secrets Manager) with the Lambda binary\n       \
          under `cargo lambda watch`, against the Dynatrace emulator, and report the result\n\n\
@@ -52,7 +52,9 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["demo"] => {}
-        ["bench"] => return run(bench::bench()),
+        ["bench"] => return run(bench::bench(bench::Phases::All)),
+        ["bench", "fleet"] => return run(bench::bench(bench::Phases::Fleet)),
+        ["bench", "tenant"] => return run(bench::bench(bench::Phases::Tenant)),
         _ => return usage(),
     }
     run(demo())
