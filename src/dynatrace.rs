@@ -37,6 +37,13 @@ pub const DEFAULT_IN_FLIGHT: usize = 8;
 /// request (each page is decoded token by token, see [`Dynatrace::list_each`]).
 pub const LIST_PAGE_SIZE: usize = 10_000;
 
+/// Tokens per list page when a page of [`LIST_PAGE_SIZE`] timed out or was too large: the
+/// listing starts over with pages of this size.
+pub const SMALL_LIST_PAGE_SIZE: usize = 1_000;
+
+/// A list page may take this many times the per-request timeout.
+const LIST_TIMEOUT_FACTOR: u32 = 6;
+
 /// Pages a listing follows at most.
 const MAX_LIST_PAGES: usize = 10_000;
 
@@ -291,6 +298,23 @@ impl DtError {
     }
 }
 
+/// A listing that failed, and how many tokens it had handed out before.
+struct ListError {
+    listed: usize,
+    error: DtError,
+}
+
+impl DtError {
+    /// A request that timed out, or an answer over its size cap: what a smaller page avoids.
+    fn is_slow_or_large(&self) -> bool {
+        match self {
+            DtError::Transport { detail, .. } => detail.starts_with("timed out"),
+            DtError::Protocol { detail, .. } => detail.contains("larger than"),
+            _ => false,
+        }
+    }
+}
+
 /// The Dynatrace client: one per execution environment, cheap to clone, shared by all
 /// rotations (the per-environment windows of calls in flight live here).
 #[derive(Clone)]
@@ -529,17 +553,94 @@ impl Dynatrace {
         deadline: Deadline,
         mut each: impl FnMut(ApiToken),
     ) -> Result<usize, DtError> {
+        let first = self
+            .list_pages(
+                env,
+                auth,
+                selector,
+                fields,
+                deadline,
+                LIST_PAGE_SIZE,
+                &mut each,
+            )
+            .await;
+        match first {
+            // Nothing was handed out yet (the first page failed as a whole): start over with
+            // smaller pages rather than fail on every run against a slow or large tenant.
+            Err(ListError { listed: 0, error }) if error.is_slow_or_large() => {
+                tracing::warn!(env = %env, error = %error, page_size = SMALL_LIST_PAGE_SIZE, "a token list page of {LIST_PAGE_SIZE} failed; listing again in smaller pages");
+                self.list_pages(
+                    env,
+                    auth,
+                    selector,
+                    fields,
+                    deadline,
+                    SMALL_LIST_PAGE_SIZE,
+                    &mut each,
+                )
+                .await
+                .map_err(|e| e.error)
+            }
+            other => other.map_err(|e| e.error),
+        }
+    }
+
+    /// The listing of [`Self::list_each`] with pages of `page_size`; on failure, how many
+    /// tokens were handed out before it.
+    #[allow(clippy::too_many_arguments)]
+    async fn list_pages(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        selector: Option<&str>,
+        fields: &str,
+        deadline: Deadline,
+        page_size: usize,
+        each: &mut impl FnMut(ApiToken),
+    ) -> Result<usize, ListError> {
+        let mut listed = 0;
+        self.list_pages_inner(
+            env,
+            auth,
+            selector,
+            fields,
+            deadline,
+            page_size,
+            each,
+            &mut listed,
+        )
+        .await
+        .map_err(|error| ListError { listed, error })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn list_pages_inner(
+        &self,
+        env: &EnvironmentUrl,
+        auth: &TokenValue,
+        selector: Option<&str>,
+        fields: &str,
+        deadline: Deadline,
+        page_size: usize,
+        each: &mut impl FnMut(ApiToken),
+        listed: &mut usize,
+    ) -> Result<usize, DtError> {
         let op = "token list";
         let url = env.join("/api/v2/apiTokens");
-        let page_size = LIST_PAGE_SIZE.to_string();
-        let mut listed = 0;
+        let page_size = page_size.to_string();
         let mut next: Option<String> = None;
+        // A first page of the large size that fails in transport (a timeout) is not repeated:
+        // the caller lists again in smaller pages instead of spending the deadline on it.
+        let small = page_size
+            .parse::<usize>()
+            .is_ok_and(|n| n <= SMALL_LIST_PAGE_SIZE);
         for page in 1..=MAX_LIST_PAGES {
+            let retry_transport = small || next.is_some();
             let reply = self
                 .send_capped(
                     env,
                     op,
-                    true,
+                    retry_transport,
                     deadline,
                     crate::body::MAX_LIST_PAGE_BYTES,
                     |c| {
@@ -570,11 +671,11 @@ impl Dynatrace {
                 op,
                 detail: format!("status 200 with a body that is {}", e.classify_str()),
             })?;
-            listed += in_page;
+            *listed += in_page;
             tracing::debug!(env = %env, page, tokens = in_page, bytes = reply.body.len(), "Dynatrace token list page read");
             match key {
                 Some(k) if !k.is_empty() => next = Some(k),
-                _ => return Ok(listed),
+                _ => return Ok(*listed),
             }
         }
         Err(DtError::Protocol {
@@ -715,7 +816,13 @@ impl Dynatrace {
             if let Some(hook) = &self.before_send {
                 hook(op);
             }
-            let timeout = deadline.cap(self.retry.request_timeout);
+            // A list page of up to 10,000 tokens may take longer than one token's answer.
+            let per_request = if max_body > crate::body::MAX_RESPONSE_BYTES {
+                self.retry.request_timeout * LIST_TIMEOUT_FACTOR
+            } else {
+                self.retry.request_timeout
+            };
+            let timeout = deadline.cap(per_request);
             let result = make(&self.http).timeout(timeout).send().await;
             let (status, message, retry_after) = match result {
                 Err(e) => {

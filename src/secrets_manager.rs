@@ -97,6 +97,17 @@ pub enum SecretsManagerError {
         /// The token.
         token_id: String,
     },
+    /// Another run of this step stored its successor under this version first (seen before
+    /// this run's put): nothing of this run's is stored; Secrets Manager's retry settles it.
+    #[error(
+        "another run of this rotation already stored a pending value under version {version} of secret {secret}; this run's token is deleted and Secrets Manager's retry of the step finds the stored one"
+    )]
+    PendingHeldByAnotherRun {
+        /// The secret.
+        secret: String,
+        /// The version.
+        version: String,
+    },
     /// The pending token was disabled as leaked (`revoke-leaked`): it must never become
     /// current, and the rotator never re-enables it.
     #[error(
@@ -169,6 +180,7 @@ impl SecretsManagerError {
             SecretsManagerError::PendingMissing { .. } => "PendingValueMissing",
             SecretsManagerError::PendingTokenVanished { .. } => "PendingTokenVanished",
             SecretsManagerError::PendingTokenLeaked { .. } => "PendingTokenLeaked",
+            SecretsManagerError::PendingHeldByAnotherRun { .. } => "PendingHeldByAnotherRun",
             SecretsManagerError::ManagerUnusable { .. } => "ManagerUnusable",
             SecretsManagerError::SecretNotFound(_) => "SecretNotFound",
             SecretsManagerError::Aws { .. } => "SecretsManagerError",
@@ -669,7 +681,7 @@ impl rotation::Store for PendingVersion<'_> {
         if let Ok(Some(there)) = self.read_back().await
             && !there.token.same_as(&doc.token)
         {
-            return Attempt::Definitive(Err(SecretsManagerError::PendingMissing {
+            return Attempt::Definitive(Err(SecretsManagerError::PendingHeldByAnotherRun {
                 secret: secret.to_owned(),
                 version: self.req.client_request_token.clone(),
             }));

@@ -466,6 +466,9 @@ pub(crate) struct References {
     /// The current token of each secret and path read (for the audit's `danglingSecrets` and
     /// `expiresBeforeNextRotation`).
     pub(crate) current: Vec<StoredToken>,
+    /// Every id a current value of a secret or path read is known by (for a legacy value
+    /// its `tokenId` and its lookup): never revoked as another secret's previous token.
+    current_ids: BTreeSet<String>,
     /// Previous-token candidates by the id their successors name, not yet proven (see
     /// [`PreviousCandidate`], [`prove_previous`]).
     pub(crate) previous: std::collections::BTreeMap<String, Vec<PreviousCandidate>>,
@@ -522,7 +525,7 @@ impl References {
 
     /// Whether some secret or path this sweep read holds `id` as its current token.
     fn is_current(&self, id: &str) -> bool {
-        self.current.iter().any(|c| c.token_id == id)
+        self.current_ids.contains(id) || self.current.iter().any(|c| c.token_id == id)
     }
 
     fn fail(&mut self, env: Option<&EnvironmentUrl>, problem: Problem) {
@@ -546,6 +549,8 @@ impl References {
 struct Found {
     ids: Vec<String>,
     current: Option<StoredToken>,
+    /// Every id the current value is known by (a legacy value: its `tokenId` and its lookup).
+    current_ids: Vec<String>,
     previous: Option<(String, PreviousCandidate)>,
     failure: Option<(Option<EnvironmentUrl>, Problem)>,
 }
@@ -751,8 +756,11 @@ async fn collect_secrets_manager(
             }
         };
         secrets += 1;
-        refs.known_keys
-            .extend(marker::secret_keys_secrets_manager(&id));
+        // A secret whose read failed is not known: its minted tokens are nobody's to touch.
+        if f.failure.is_none() {
+            refs.known_keys
+                .extend(marker::secret_keys_secrets_manager(&id));
+        }
         refs.deployments
             .insert(marker::deployment_key_secrets_manager(&id));
         for token in &f.ids {
@@ -763,6 +771,7 @@ async fn collect_secrets_manager(
         }
         refs.ids.extend(f.ids);
         refs.current.extend(f.current);
+        refs.current_ids.extend(f.current_ids);
         refs.add_previous(f.previous);
         if let Some((env, p)) = f.failure {
             refs.fail(env.as_ref(), p);
@@ -870,6 +879,7 @@ async fn read_listed_secret(
             Ok(doc) => match document_ids(cleanup, managers, &doc, deadline).await {
                 Ok(ids) if is_current => {
                     found.current = StoredToken::of(secret.to_owned(), &doc, next_rotation);
+                    found.current_ids.extend(ids.iter().cloned());
                     promoted_at = doc.rotated_at_time();
                     current_doc = Some(doc);
                     found.ids.extend(ids);
@@ -913,16 +923,18 @@ fn manager_for<'m>(managers: &'m Managers, doc: &SecretDocument) -> Option<&'m M
     }
 }
 
-/// The id of the token a document holds. A legacy token without `tokenId` is looked up with the manager of
-/// its environment; an environment that is not one of ours cannot hold our tokens.
+/// The id of the token a document holds. A legacy token is looked up by value with the
+/// manager of its environment (its `tokenId` may be stale or edited: both ids count); an
+/// environment that is not one of ours cannot hold our tokens.
 async fn document_ids(
     cleanup: &Cleanup<'_>,
     managers: &Managers,
     doc: &SecretDocument,
     deadline: Deadline,
 ) -> Result<Vec<String>, (Option<EnvironmentUrl>, String)> {
-    if let Some(id) = doc.token_id_hint() {
-        return Ok(vec![id]);
+    let hint = doc.token_id_hint();
+    if doc.token.derived_id().is_some() {
+        return Ok(hint.into_iter().collect());
     }
     let mgr = match doc.environment_url.as_deref() {
         Some(raw) => match EnvironmentUrl::parse(raw) {
@@ -940,8 +952,12 @@ async fn document_ids(
             ));
         }
     };
-    match rotation::token_id_of(cleanup.dynatrace, mgr, doc, deadline).await {
-        Ok(id) => Ok(id.into_iter().collect()),
+    match rotation::proven_id(cleanup.dynatrace, mgr, &doc.token, deadline).await {
+        Ok(id) => {
+            let mut ids: Vec<String> = hint.into_iter().chain(id).collect();
+            ids.dedup();
+            Ok(ids)
+        }
         Err(e) => Err((
             Some(mgr.env.clone()),
             format!("{e}; nothing is disabled or deleted in {}", mgr.env),
@@ -996,15 +1012,18 @@ async fn collect_vault(
     let scope = backend.scope();
     while let Some((path, r)) = found.next().await {
         let key = scope.secret_key(&path);
-        refs.known_keys.insert(key.clone());
         match r {
             Ok(PathRefs {
                 ids,
                 latest,
                 overdue,
                 current,
+                current_ids,
                 previous,
             }) => {
+                // Only a path read in full is known (see the Secrets Manager side).
+                refs.known_keys.insert(key.clone());
+                refs.current_ids.extend(current_ids);
                 for token in &ids {
                     refs.holders
                         .entry(token.clone())
@@ -1047,6 +1066,8 @@ struct PathRefs {
     overdue: Option<String>,
     /// Its current token.
     current: Option<StoredToken>,
+    /// Every id its current value is known by (a legacy value: `tokenId` and its lookup).
+    current_ids: Vec<String>,
     /// Its previous token, to be proven by value.
     previous: Option<(String, PreviousCandidate)>,
 }
@@ -1181,14 +1202,17 @@ async fn read_vault_path(
         Ok(doc) => {
             let mut ids: Vec<String> = doc.previous_token_id.iter().cloned().collect();
             let mgr = &vmgr[0];
-            match doc.token_id_hint() {
-                Some(id) => ids.push(id),
-                None => ids.extend(
-                    rotation::token_id_of(cleanup.dynatrace, mgr, &doc, deadline)
+            let mut current_ids: Vec<String> = doc.token_id_hint().into_iter().collect();
+            if doc.token.derived_id().is_none() {
+                // A legacy value: its `tokenId` may be stale or edited; its lookup tells.
+                current_ids.extend(
+                    rotation::proven_id(cleanup.dynatrace, mgr, &doc.token, deadline)
                         .await
                         .map_err(|e| e.to_string())?,
-                ),
+                );
+                current_ids.dedup();
             }
+            ids.extend(current_ids.iter().cloned());
             let overdue = match cleanup.config.revoke_old {
                 RevokeOld::NextRotation | RevokeOld::WhenUnused | RevokeOld::Immediately => {
                     overdue_vault_revocation(cleanup, kv, mgr, path, entry.version, &doc, deadline)
@@ -1208,6 +1232,7 @@ async fn read_vault_path(
                 latest,
                 overdue,
                 current,
+                current_ids,
                 previous,
             })
         }

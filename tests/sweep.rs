@@ -669,6 +669,48 @@ async fn when_unused_spares_a_previous_token_another_path_holds_as_current() {
     w.assert_no_leaks();
 }
 
+/// The same guard for a legacy value, which has no id of its own shape: the copy's `tokenId`
+/// is stale, and only its lookup by value tells which token the copy holds as current.
+#[tokio::test]
+async fn when_unused_spares_a_legacy_token_another_path_holds_as_current() {
+    let mut w =
+        VaultWorld::new(&[("DT_REVOKE_OLD", "when-unused"), ("DT_UNUSED_HOURS", "24")]).await;
+    let legacy = w.emu.seed_token(SeedToken {
+        legacy: true,
+        ..SeedToken::new("legacy app", APP_SCOPES)
+    });
+    let moved = w.path("moved");
+    w.bao
+        .kv_put("secret", &moved, &json!({"token": legacy.value}))
+        .await
+        .unwrap();
+    w.rotate(&[&moved], true, false).await;
+    let (v, mut doc) = w.read(&moved).await;
+    assert_eq!(doc["previousTokenId"], legacy.id.as_str());
+    doc["rotatedAt"] = json!(dynatrace_token_rotator::dynatrace::format_time(hours_ago(
+        48
+    )));
+    w.bao.kv_put_cas("secret", &moved, &doc, v).await.unwrap();
+    let copy = w.path("copy");
+    let stale = format!("dt0c01.{}", "S".repeat(24));
+    w.bao
+        .kv_put(
+            "secret",
+            &copy,
+            &json!({"token": legacy.value, "tokenId": stale}),
+        )
+        .await
+        .unwrap();
+    w.deps.vault.as_mut().unwrap().config.rotate_paths = vec![moved.clone(), copy.clone()];
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert!(ids(&out, "disabled").is_empty(), "{out}");
+    assert!(
+        w.token(&legacy.id).enabled,
+        "the copy's current (legacy) token was revoked"
+    );
+    w.assert_no_leaks();
+}
+
 /// `GET /api/v2/apiTokens` requests the emulator has answered so far.
 fn list_requests(emu: &dynatrace_emulator::Emulator) -> usize {
     emu.requests()
@@ -904,5 +946,49 @@ async fn previous_tokens_are_looked_up_only_when_the_listing_shows_a_use_after_p
             "next-rotation: nothing revoked early"
         );
     }
+    w.assert_no_leaks();
+}
+
+/// A first list page of 10,000 tokens that times out is not repeated until the deadline: the
+/// listing starts over in pages of 1,000, and the sweep does its work.
+#[tokio::test]
+async fn a_list_page_that_times_out_is_listed_again_in_smaller_pages() {
+    let retries = dynatrace_token_rotator::dynatrace::RetrySettings {
+        request_timeout: std::time::Duration::from_millis(200),
+        ..support::fast_retries()
+    };
+    let w = World::with_retries(&[("AWS_LAMBDA_FUNCTION_NAME", FUNCTION)], retries).await;
+    let (secret, _) = w.app_secret(json!({})).await;
+    w.rotate(&secret).await;
+    // An orphan of this secret (an abandoned version's mint, two hours old) to disable.
+    let arn = w
+        .secrets_manager
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+        .unwrap()
+        .arn
+        .unwrap();
+    let minted = Marker::secrets_manager(&arn, "an-abandoned-version").name_for("app1 metrics");
+    let orphan = w.emu.seed_token(SeedToken {
+        creation: Some(hours_ago(2)),
+        ..SeedToken::new(&minted, APP_SCOPES)
+    });
+    // The first list request outlasts the page timeout (6 × 200 ms).
+    w.emu.add_fault(
+        dynatrace_emulator::FaultRule::new(
+            "GET",
+            dynatrace_emulator::PathMatch::Exact("/api/v2/apiTokens".into()),
+            dynatrace_emulator::FaultKind::Delay(std::time::Duration::from_secs(3)),
+        )
+        .times(1),
+    );
+    let out = w.invoke(json!({"action": "sweep"})).await.unwrap();
+    assert!(out["errors"].as_array().unwrap().is_empty(), "{out}");
+    assert_eq!(ids(&out, "disabled"), vec![orphan.id.clone()], "{out}");
+    assert!(w.logs.contains("listing again in smaller pages"));
+    // (The timed-out request never completes, so the emulator records only the small listing.)
+    assert_eq!(list_requests(&w.emu), 1);
     w.assert_no_leaks();
 }

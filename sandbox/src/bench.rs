@@ -347,7 +347,10 @@ fn init_time(binary: &std::path::Path) -> Result<Duration> {
         .env("AWS_LAMBDA_FUNCTION_NAME", "dynatrace-token-rotator")
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/dynatrace-token-rotator")
+        .env(
+            "AWS_LAMBDA_LOG_GROUP_NAME",
+            "/aws/lambda/dynatrace-token-rotator",
+        )
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")

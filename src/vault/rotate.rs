@@ -229,8 +229,11 @@ pub async fn run(
     kv.ensure_kv_v2().await?;
     let manager_path = backend.config.manager_path.clone();
     let manager = read_manager(&kv, &manager_path).await?;
-    let paths = resolve_paths(&kv, backend, action, &manager_path).await?;
-    let run = Run::start(config, dt, backend, kv, manager, action, deadline).await?;
+    // The Vault listing and the tenant's token listing are independent: both at once.
+    let (paths, run) = tokio::try_join!(
+        resolve_paths(&kv, backend, action, &manager_path),
+        Run::start(config, dt, backend, kv.clone(), manager, action, deadline),
+    )?;
     tracing::info!(
         paths = paths.len(),
         dry_run = action.dry_run,
@@ -449,7 +452,7 @@ impl rotation::Store for CasVersion<'_> {
     }
 }
 
-/// Paths rotated at once in one run: several per slot of the Dynatrace window
+/// Paths rotated at once in one run: eight per slot of the Dynatrace window
 /// (`ROTATION_CONCURRENCY` calls in flight per environment, see [`crate::throttle`]), since a
 /// path spends part of its time in Vault reads and writes, which hold no slot. Bounded so a
 /// large run does not start more rotations than it can finish before its deadline.
@@ -458,7 +461,7 @@ pub fn path_concurrency(dynatrace_in_flight: usize) -> usize {
 }
 
 /// Paths in progress per slot of the Dynatrace window.
-const PATHS_PER_SLOT: usize = 4;
+const PATHS_PER_SLOT: usize = 8;
 
 /// Most paths in progress in one run.
 const MAX_PATHS_AT_ONCE: usize = 256;
