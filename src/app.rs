@@ -366,7 +366,9 @@ async fn run_sqs(deps: &Deps, records: Vec<event::SqsRecord>, deadline: Deadline
     use std::collections::{BTreeMap, BTreeSet};
     let order: Vec<String> = records.iter().map(|r| r.message_id.clone()).collect();
     let mut failed: BTreeSet<String> = BTreeSet::new();
-    let mut batches: BTreeMap<(bool, bool), Vec<(String, Vec<String>)>> = BTreeMap::new();
+    // By (force, dryRun): each record's message id and its cleaned paths.
+    type Members = Vec<(String, Vec<String>)>;
+    let mut batches: BTreeMap<(bool, bool), Members> = BTreeMap::new();
     let mut alone = Vec::new();
     for record in records {
         let id = record.message_id;
