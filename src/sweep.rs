@@ -1633,20 +1633,51 @@ async fn act(
                 Err(e) => Done::failed(Problem::new(id, e)),
             }
         }
-        Action::Delete { id } => match dt.delete(&mgr.env, &mgr.token, &id, deadline).await {
-            Ok(true) => {
-                tracing::info!(token_id = %id, env = %mgr.env, "sweep: deleted a token disabled past its grace period");
-                Done::revoked(id, OldTokenAction::Delete)
+        Action::Delete { id } => {
+            // Read afresh: someone may have re-enabled it (a rollback) or `revoke-leaked` may
+            // have renamed it as evidence since the listing.
+            match dt.get(&mgr.env, &mgr.token, &id, deadline).await {
+                Ok(Some(t))
+                    if !t.is_enabled()
+                        && marker::disabled_on(t.name_str()).is_some()
+                        && marker::leaked_on(t.name_str()).is_none() => {}
+                Ok(None) => return Done::default(),
+                Ok(Some(_)) => {
+                    tracing::info!(token_id = %id, "sweep: changed since the listing (re-enabled or kept as evidence); not deleted");
+                    return Done::default();
+                }
+                Err(e) => {
+                    return Done::failed(Problem::new(
+                        id.clone(),
+                        format!("reading token {id} before deleting it: {e}"),
+                    ));
+                }
             }
-            Ok(false) => {
-                tracing::info!(token_id = %id, "sweep: already deleted");
-                Done::default()
-            }
-            Err(e) => Done::failed(Problem::new(
-                id.clone(),
-                format!("deleting token {id}: {e}"),
-            )),
-        },
+            delete_disabled(dt, mgr, id, deadline).await
+        }
+    }
+}
+
+/// Deletes a token the sweep disabled longer ago than the grace period.
+async fn delete_disabled(
+    dt: &crate::dynatrace::Dynatrace,
+    mgr: &Manager,
+    id: String,
+    deadline: Deadline,
+) -> Done {
+    match dt.delete(&mgr.env, &mgr.token, &id, deadline).await {
+        Ok(true) => {
+            tracing::info!(token_id = %id, env = %mgr.env, "sweep: deleted a token disabled past its grace period");
+            Done::revoked(id, OldTokenAction::Delete)
+        }
+        Ok(false) => {
+            tracing::info!(token_id = %id, "sweep: already deleted");
+            Done::default()
+        }
+        Err(e) => Done::failed(Problem::new(
+            id.clone(),
+            format!("deleting token {id}: {e}"),
+        )),
     }
 }
 
