@@ -298,12 +298,6 @@ impl DtError {
     }
 }
 
-/// A listing that failed, and how many tokens it had handed out before.
-struct ListError {
-    listed: usize,
-    error: DtError,
-}
-
 impl DtError {
     /// A request that timed out, or an answer over its size cap: what a smaller page avoids.
     fn is_slow_or_large(&self) -> bool {
@@ -553,6 +547,7 @@ impl Dynatrace {
         deadline: Deadline,
         mut each: impl FnMut(ApiToken),
     ) -> Result<usize, DtError> {
+        let mut listed = 0;
         let first = self
             .list_pages(
                 env,
@@ -562,12 +557,13 @@ impl Dynatrace {
                 deadline,
                 LIST_PAGE_SIZE,
                 &mut each,
+                &mut listed,
             )
             .await;
         match first {
             // Nothing was handed out yet (the first page failed as a whole): start over with
             // smaller pages rather than fail on every run against a slow or large tenant.
-            Err(ListError { listed: 0, error }) if error.is_slow_or_large() => {
+            Err(error) if listed == 0 && error.is_slow_or_large() => {
                 tracing::warn!(env = %env, error = %error, page_size = SMALL_LIST_PAGE_SIZE, "a token list page of {LIST_PAGE_SIZE} failed; listing again in smaller pages");
                 self.list_pages(
                     env,
@@ -577,44 +573,18 @@ impl Dynatrace {
                     deadline,
                     SMALL_LIST_PAGE_SIZE,
                     &mut each,
+                    &mut listed,
                 )
                 .await
-                .map_err(|e| e.error)
             }
-            other => other.map_err(|e| e.error),
+            other => other,
         }
     }
 
-    /// The listing of [`Self::list_each`] with pages of `page_size`; on failure, how many
-    /// tokens were handed out before it.
+    /// The listing of [`Self::list_each`] with pages of `page_size`; `listed` counts the
+    /// tokens handed out (also when it fails part-way).
     #[allow(clippy::too_many_arguments)]
     async fn list_pages(
-        &self,
-        env: &EnvironmentUrl,
-        auth: &TokenValue,
-        selector: Option<&str>,
-        fields: &str,
-        deadline: Deadline,
-        page_size: usize,
-        each: &mut impl FnMut(ApiToken),
-    ) -> Result<usize, ListError> {
-        let mut listed = 0;
-        self.list_pages_inner(
-            env,
-            auth,
-            selector,
-            fields,
-            deadline,
-            page_size,
-            each,
-            &mut listed,
-        )
-        .await
-        .map_err(|error| ListError { listed, error })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn list_pages_inner(
         &self,
         env: &EnvironmentUrl,
         auth: &TokenValue,

@@ -677,12 +677,11 @@ async fn a_refusal_after_an_unclear_write_keeps_the_token_when_the_read_back_fai
     w.assert_no_leaks();
 }
 
-/// `ROTATION_CONCURRENCY` bounds the Dynatrace calls in flight per environment (not paths):
-/// with the emulator serving exactly that many at once, a 40-path run keeps the environment
-/// busy (more than one path per slot in progress) and is never shed.
-#[tokio::test]
-async fn rotation_concurrency_bounds_dynatrace_calls_in_flight_not_paths() {
-    let w = VaultWorld::new(&[("ROTATION_CONCURRENCY", "4")]).await;
+/// A world with `ROTATION_CONCURRENCY=window` and 40 paths under `fleet/`, whose emulator
+/// serves 4 requests at once at 10 ms each; returns the world, its paths and the summary of
+/// one `rotate-vault` run over them.
+async fn forty_paths_against_a_capacity_of_four(window: &str) -> (VaultWorld, Vec<String>, Value) {
+    let w = VaultWorld::new(&[("ROTATION_CONCURRENCY", window)]).await;
     let mut paths = Vec::new();
     for i in 0..40 {
         paths.push(w.app(&format!("fleet/app{i:02}"), json!({})).await.0);
@@ -693,6 +692,15 @@ async fn rotation_concurrency_bounds_dynatrace_calls_in_flight_not_paths() {
         .invoke(json!({"action": "rotate-vault", "prefix": format!("{}/dynatrace/fleet", w.root)}))
         .await
         .unwrap();
+    (w, paths, out)
+}
+
+/// `ROTATION_CONCURRENCY` bounds the Dynatrace calls in flight per environment (not paths):
+/// with the emulator serving exactly that many at once, a 40-path run keeps the environment
+/// busy (more than one path per slot in progress) and is never shed.
+#[tokio::test]
+async fn rotation_concurrency_bounds_dynatrace_calls_in_flight_not_paths() {
+    let (w, paths, out) = forty_paths_against_a_capacity_of_four("4").await;
     assert_eq!(out["rotated"], 40, "{out}");
     let load = w.emu.load();
     assert_eq!(load.shed, 0, "never more than 4 calls in flight");
@@ -706,17 +714,7 @@ async fn rotation_concurrency_bounds_dynatrace_calls_in_flight_not_paths() {
 /// most calls and exhaust their retries.
 #[tokio::test]
 async fn the_window_shrinks_to_what_the_environment_serves() {
-    let w = VaultWorld::new(&[("ROTATION_CONCURRENCY", "16")]).await;
-    let mut paths = Vec::new();
-    for i in 0..40 {
-        paths.push(w.app(&format!("fleet/app{i:02}"), json!({})).await.0);
-    }
-    w.emu.set_latency(std::time::Duration::from_millis(10));
-    w.emu.set_capacity(Some(4));
-    let out = w
-        .invoke(json!({"action": "rotate-vault", "prefix": format!("{}/dynatrace/fleet", w.root)}))
-        .await
-        .unwrap();
+    let (w, paths, out) = forty_paths_against_a_capacity_of_four("16").await;
     assert_eq!(out["rotated"], 40, "{out}");
     let load = w.emu.load();
     let calls = w.emu.requests().len() as u64;

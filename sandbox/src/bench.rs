@@ -48,7 +48,7 @@ pub enum Phases {
 /// Runs the benchmark (see the module documentation).
 pub async fn bench(phases: Phases) -> Result<()> {
     say("building the release binary");
-    let binary = build_release().await?;
+    let binary = build_rotator(true).await?;
     let size = std::fs::metadata(&binary)?.len();
     println!(
         "    release binary (host architecture): {size} bytes ({:.1} MiB)",
@@ -374,31 +374,6 @@ fn init_time(binary: &std::path::Path) -> Result<Duration> {
     let _ = child.kill();
     let _ = child.wait();
     Ok(at.duration_since(started))
-}
-
-/// Builds the release binary and returns its path (honouring `CARGO_TARGET_DIR`).
-async fn build_release() -> Result<std::path::PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = tokio::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "dynatrace-token-rotator",
-            "--bin",
-            "dynatrace-token-rotator",
-        ])
-        .current_dir(workspace_root())
-        .status()
-        .await?;
-    if !status.success() {
-        return Err(Error::new("release build failed"));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target.join("release/dynatrace-token-rotator"))
 }
 
 /// The emulator's request and shed counts at one moment.

@@ -88,7 +88,7 @@ fn say(step: &str) {
 
 async fn demo() -> Result<()> {
     say("building the rotator (dynatrace-token-rotator; the first build takes a few minutes)");
-    build_rotator().await?;
+    build_rotator(false).await?;
 
     say("starting the Dynatrace emulator");
     let emulator = Emulator::start().await;
@@ -265,29 +265,36 @@ async fn current_token_id(client: &aws_sdk_secretsmanager::Client) -> Result<Str
         .ok_or_else(|| Error::new("the AWSCURRENT document has no tokenId"))
 }
 
-/// Builds the rotator binary with the same profile `cargo lambda watch` uses, so the watch
-/// process starts it at once.
-async fn build_rotator() -> Result<()> {
+/// Builds the rotator binary (release for the bench) with the profile `cargo lambda watch`
+/// then uses, so the watch process starts it at once; returns its path (`CARGO_TARGET_DIR`
+/// honoured).
+async fn build_rotator(release: bool) -> Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut args = vec!["build", "--quiet"];
+    if release {
+        args.push("--release");
+    }
+    args.extend([
+        "-p",
+        "dynatrace-token-rotator",
+        "--bin",
+        "dynatrace-token-rotator",
+    ]);
     let status = tokio::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "dynatrace-token-rotator",
-            "--bin",
-            "dynatrace-token-rotator",
-        ])
+        .args(&args)
         .current_dir(workspace_root())
         .status()
         .await?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(Error::new(format!(
+    if !status.success() {
+        return Err(Error::new(format!(
             "building dynatrace-token-rotator failed ({status})"
-        )))
+        )));
     }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let profile = if release { "release" } else { "debug" };
+    Ok(target.join(profile).join("dynatrace-token-rotator"))
 }
 
 /// Prints what the two rotations did and checks it; fails when the outcome is wrong.
