@@ -137,6 +137,31 @@ pub struct EnvironmentReport {
     /// Why the environment could not be listed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The categories cut to [`MAX_LISTED`] entries, with how many they held: the answer
+    /// stays within Lambda's 6 MB response limit on any tenant (the log line has the counts).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub truncated: std::collections::BTreeMap<&'static str, usize>,
+}
+
+/// Most entries one category of an environment lists in the answer.
+pub const MAX_LISTED: usize = 1_000;
+
+impl EnvironmentReport {
+    /// Cuts each token category to [`MAX_LISTED`] entries, recording the full counts.
+    fn cap(&mut self) {
+        let mut cut = |name: &'static str, list: &mut Vec<Entry>| {
+            if list.len() > MAX_LISTED {
+                self.truncated.insert(name, list.len());
+                list.truncate(MAX_LISTED);
+            }
+        };
+        cut("expiring", &mut self.expiring);
+        cut("neverExpiring", &mut self.never_expiring);
+        cut("unused", &mut self.unused);
+        cut("tokenManagement", &mut self.token_management);
+        cut("personalAccessTokens", &mut self.personal_access_tokens);
+        cut("orphanedMinted", &mut self.orphaned_minted);
+    }
 }
 
 /// The audit response.
@@ -411,7 +436,7 @@ pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditRepor
     let mut environments = Vec::new();
     let only_environment = managers.by_env.len() == 1;
     for mgr in &managers.by_env {
-        let report = audit_environment(
+        let mut report = audit_environment(
             cleanup,
             mgr,
             &managers.by_env,
@@ -434,6 +459,7 @@ pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditRepor
             expires_before_next_rotation = report.expires_before_next_rotation.len(),
             "audit of environment"
         );
+        report.cap();
         environments.push(report);
     }
     Ok(AuditReport {
@@ -446,6 +472,27 @@ pub async fn run(cleanup: &Cleanup<'_>, deadline: Deadline) -> Result<AuditRepor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_category_past_the_limit_is_cut_and_its_count_kept() {
+        let token = |i: usize| ApiToken {
+            id: Some(format!("dt0c01.{i:024}")),
+            name: Some(format!("t{i}")),
+            ..ApiToken::default()
+        };
+        let mut r = EnvironmentReport {
+            never_expiring: (0..MAX_LISTED + 5).map(|i| Entry::of(&token(i))).collect(),
+            unused: (0..3).map(|i| Entry::of(&token(i))).collect(),
+            ..EnvironmentReport::default()
+        };
+        r.cap();
+        assert_eq!(r.never_expiring.len(), MAX_LISTED);
+        assert_eq!(r.unused.len(), 3);
+        assert_eq!(
+            r.truncated.into_iter().collect::<Vec<_>>(),
+            vec![("neverExpiring", MAX_LISTED + 5)]
+        );
+    }
     use crate::dynatrace::format_time;
 
     #[test]
