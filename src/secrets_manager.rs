@@ -381,8 +381,21 @@ pub async fn run_step(
     } else {
         ctx
     };
-    let own_manager =
-        |doc: &SecretDocument| Manager::from_document(doc.clone(), secret).map_err(rot);
+    // The manager that mints (createSecret, from AWSCURRENT) or revokes (finishSecret, from
+    // AWSPENDING): the configured one of the document's environment, or for a manager secret
+    // the manager that document holds itself.
+    let manager_of = |doc: &SecretDocument| -> Result<std::borrow::Cow<'_, Manager>, _> {
+        if is_manager {
+            Manager::from_document(doc.clone(), secret)
+                .map(std::borrow::Cow::Owned)
+                .map_err(rot)
+        } else {
+            managers
+                .select(doc.environment_url.as_deref())
+                .map(std::borrow::Cow::Borrowed)
+                .map_err(rot)
+        }
+    };
     let missing = || SecretsManagerError::PendingMissing {
         secret: secret.to_owned(),
         version: version.to_owned(),
@@ -402,16 +415,8 @@ pub async fn run_step(
                 report.token_id = p.token_id_hint();
                 return Ok(report);
             }
-            let old_manager;
-            let mgr = if is_manager {
-                old_manager = own_manager(&current)?;
-                &old_manager
-            } else {
-                managers
-                    .select(current.environment_url.as_deref())
-                    .map_err(rot)?
-            };
-            report.token_id = Some(create(ctx, req, &described, mgr, &current, deadline).await?);
+            let mgr = manager_of(&current)?;
+            report.token_id = Some(create(ctx, req, &described, &mgr, &current, deadline).await?);
             report.status = "created";
         }
         Step::Set => {
@@ -465,17 +470,9 @@ pub async fn run_step(
         }
         Step::Finish => {
             let pending = pending.ok_or_else(missing)?;
-            let successor;
-            let mgr = if is_manager {
-                successor = own_manager(&pending)?;
-                &successor
-            } else {
-                managers
-                    .select(pending.environment_url.as_deref())
-                    .map_err(rot)?
-            };
+            let mgr = manager_of(&pending)?;
             let (new_id, revoked) =
-                finish(ctx, req, &described, mgr, &current, &pending, deadline).await?;
+                finish(ctx, req, &described, &mgr, &current, &pending, deadline).await?;
             report.token_id = Some(new_id);
             report.revoked = revoked;
             report.status = "finished";

@@ -97,14 +97,7 @@ async fn the_same_secrets_manager_step_twice_at_once() {
         // The overwritten token carries this version's marker: the sweep's to disable once
         // it is an hour old. Here it is disabled by hand, so the invariants can be checked.
         assert!(marker::is_minted(&w.token(lost).name));
-        let resp = reqwest::Client::new()
-            .put(format!("{}/api/v2/apiTokens/{lost}", w.emu.url()))
-            .header("Authorization", format!("Api-Token {}", w.manager.value))
-            .json(&json!({"enabled": false}))
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success());
+        w.edit_by_hand(lost, json!({"enabled": false})).await;
     }
     w.assert_invariants(&secret).await;
     assert_eq!(w.live_minted().len(), 1, "{:?}", w.live_minted());

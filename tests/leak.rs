@@ -524,14 +524,8 @@ async fn a_leaked_pending_token_is_never_re_enabled() {
     // What revoke-leaked does to the token (its RotateSecret, which in AWS is refused while
     // this rotation is pending, is left out): disabled and renamed as leaked.
     let name = format!("{} [leaked 2026-12-03]", w.token(&pending).name);
-    let resp = reqwest::Client::new()
-        .put(format!("{}/api/v2/apiTokens/{pending}", w.emu.url()))
-        .header("Authorization", format!("Api-Token {}", w.manager.value))
-        .json(&json!({"name": name, "enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    w.edit_by_hand(&pending, json!({"name": name, "enabled": false}))
+        .await;
     let err = w.step(&secret, &version, "setSecret").await.unwrap_err();
     assert_eq!(err.error_type, "PendingTokenLeaked", "{}", err.message);
     assert!(!w.token(&pending).enabled, "still disabled");

@@ -226,16 +226,7 @@ async fn set_secret_re_enables_a_disabled_pending_token() {
     let created = w.step(&secret, &version, "createSecret").await.unwrap();
     let id = created["tokenId"].as_str().unwrap().to_owned();
     // someone disables the pending token between the steps
-    let client = reqwest::Client::new();
-    let status = client
-        .put(format!("{}/api/v2/apiTokens/{id}", w.emu.url()))
-        .header("Authorization", format!("Api-Token {}", w.manager.value))
-        .json(&json!({"enabled": false}))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 204);
+    w.edit_by_hand(&id, json!({"enabled": false})).await;
     w.step(&secret, &version, "setSecret").await.unwrap();
     assert!(w.token(&id).enabled);
     w.step(&secret, &version, "testSecret").await.unwrap();
@@ -716,14 +707,8 @@ async fn pending_scopes_edited_mid_rotation_are_restored_and_proven() {
         .token_id_at(&secret, secrets_manager::AWSPENDING)
         .await
         .unwrap();
-    let resp = reqwest::Client::new()
-        .put(format!("{}/api/v2/apiTokens/{pending}", w.emu.url()))
-        .header("Authorization", format!("Api-Token {}", w.manager.value))
-        .json(&json!({"scopes": ["metrics.read"]}))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    w.edit_by_hand(&pending, json!({"scopes": ["metrics.read"]}))
+        .await;
     w.step(&secret, &version, "testSecret").await.unwrap();
     let mut restored = w.token(&pending).scopes;
     restored.sort();

@@ -217,6 +217,20 @@ impl World {
         Some(value[..value.rfind('.')?].to_owned())
     }
 
+    /// Changes token `id` the way a person would in Dynatrace (`PUT` with the manager token):
+    /// `body` is the update (`enabled`, `name`, `scopes`).
+    pub async fn edit_by_hand(&self, id: &str, body: Value) {
+        let status = reqwest::Client::new()
+            .put(format!("{}/api/v2/apiTokens/{id}", self.emu.url()))
+            .header("Authorization", format!("Api-Token {}", self.manager.value))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "editing {id} by hand: {status}");
+    }
+
     /// The emulator's token `id`.
     pub fn token(&self, id: &str) -> TokenState {
         self.emu
