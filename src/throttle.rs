@@ -304,6 +304,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_call_queued_for_its_slot_waits_out_a_pause_that_began_meanwhile() {
+        let w = Windows::new(1).of("https://a.example");
+        let held = w.acquire(Deadline::none()).await.unwrap();
+        let queued = tokio::spawn({
+            let w = w.clone();
+            async move {
+                let s = w.acquire(Deadline::none()).await.unwrap();
+                (Instant::now(), s)
+            }
+        });
+        tokio::task::yield_now().await;
+        let throttled_at = Instant::now();
+        w.throttled(&held, Some(Duration::from_secs(5)));
+        drop(held);
+        let (sent_at, _slot) = queued.await.unwrap();
+        assert!(sent_at.duration_since(throttled_at) >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn retry_after_pauses_every_call_and_an_idle_window_is_restored() {
         let w = Windows::new(4).of("https://a.example");
         let s = w.acquire(Deadline::none()).await.unwrap();

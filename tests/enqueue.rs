@@ -200,6 +200,16 @@ async fn a_missing_queue_url_or_vault_is_a_config_error() {
         .unwrap_err();
     assert_eq!(e.error_type, "ConfigError");
     assert!(e.message.contains("VAULT_QUEUE_URL"), "{e}");
+    // A dry run only lists and counts: it needs no queue.
+    let dry = w
+        .invoke(json!({"action": "enqueue-vault", "prefix": format!("{}/dynatrace/", w.root), "dryRun": true}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (dry["paths"].as_u64(), dry["messages"].as_u64()),
+        (Some(1), Some(1)),
+        "{dry}"
+    );
     let e = w
         .invoke(json!({"action": "enqueue-vault", "dryRun": true}))
         .await
