@@ -386,6 +386,11 @@ pub async fn run_step(
     // the manager that document holds itself.
     let manager_of = |doc: &SecretDocument| -> Result<std::borrow::Cow<'_, Manager>, _> {
         if is_manager {
+            // Its environment must be a configured one: the manager token it holds, and the
+            // values it looks up, go to that environment only.
+            managers
+                .select(doc.environment_url.as_deref())
+                .map_err(rot)?;
             Manager::from_document(doc.clone(), secret)
                 .map(std::borrow::Cow::Owned)
                 .map_err(rot)
@@ -424,7 +429,8 @@ pub async fn run_step(
             let mgr = managers
                 .select(pending.environment_url.as_deref())
                 .map_err(rot)?;
-            report.token_id = Some(set(ctx, req, mgr, &current, &pending, deadline).await?);
+            report.token_id =
+                Some(set(ctx, req, &described.arn, mgr, &current, &pending, deadline).await?);
             report.status = "set";
         }
         Step::Test => {
@@ -444,7 +450,8 @@ pub async fn run_step(
                     if let Err(failed) = proof {
                         // Scopes edited since createSecret: restore them and prove again (the
                         // intended scopes are known here; setSecret no longer reads them).
-                        if !restore_scopes(ctx, req, pmgr, &p, &expected, deadline).await? {
+                        let arn = &described.arn;
+                        if !restore_scopes(ctx, req, arn, pmgr, &p, &expected, deadline).await? {
                             return Err(rot(failed));
                         }
                         rotation::prove(ctx.dynatrace, &pmgr.env, &p.token, &expected, deadline)
@@ -748,6 +755,7 @@ impl rotation::Store for PendingVersion<'_> {
 async fn set(
     ctx: &SecretsManagerContext<'_>,
     req: &StepRequest,
+    arn: &str,
     mgr: &Manager,
     current: &SecretDocument,
     pending: &SecretDocument,
@@ -782,7 +790,15 @@ async fn set(
         // As minted: testSecret proves its scopes against the current token's, by value.
         return Ok(id);
     }
-    // Someone disabled it since createSecret: restore it whole, scopes included.
+    // Someone disabled it since createSecret: restore it whole, scopes included, but only a
+    // token this rotation minted (its marker): a value someone else stored is never granted
+    // scopes or enabled.
+    if !minted_for_version(&token, arn, &req.client_request_token) {
+        return Err(rot(RotationError::ProofFailed {
+            id,
+            reason: "the pending token is disabled and does not carry this rotation's marker (the rotator did not mint it); nothing is changed: remove AWSPENDING and rotate again".into(),
+        }));
+    }
     let facts = rotation::inspect(ctx.dynatrace, mgr, &current.token, deadline)
         .await
         .map_err(rot)?;
@@ -804,12 +820,22 @@ async fn set(
     Ok(id)
 }
 
+/// Whether `token` carries this deployment's marker for the rotation of `version` of the
+/// secret `arn`: only such a token may be re-enabled or given scopes.
+fn minted_for_version(token: &crate::dynatrace::ApiToken, arn: &str, version: &str) -> bool {
+    token
+        .name_str()
+        .contains(&Marker::secrets_manager(arn, version).tag())
+}
+
 /// After a failed proof in testSecret: when the pending token (looked up by its value) is
-/// enabled but holds other scopes than `expected`, sets them. Returns whether it did (then the
+/// enabled, minted by this rotation (its marker) but holds other scopes than `expected`, sets
+/// them. Returns whether it did (then the
 /// proof is worth repeating). A token disabled as leaked is refused, never touched.
 async fn restore_scopes(
     ctx: &SecretsManagerContext<'_>,
     req: &StepRequest,
+    arn: &str,
     mgr: &Manager,
     pending: &SecretDocument,
     expected: &[String],
@@ -836,7 +862,10 @@ async fn restore_scopes(
             token_id: id,
         });
     }
-    if !token.is_enabled() || crate::policy::same_scopes(&token.scope_list(), expected) {
+    if !token.is_enabled()
+        || crate::policy::same_scopes(&token.scope_list(), expected)
+        || !minted_for_version(&token, arn, &req.client_request_token)
+    {
         return Ok(false);
     }
     tracing::warn!(token_id = %id, "the pending token's scopes were changed since createSecret: restoring them");
@@ -1114,18 +1143,9 @@ async fn clean_orphans(
             && marker::disabled_on(name).is_none()
             && manager_id.as_deref() != Some(id.as_str());
         if orphan && (ours || ctx.config.revoke_old != RevokeOld::Never) && !already.contains(&id) {
+            // Read afresh: a token renamed as leaked since the listing is kept as evidence.
             let action = ctx.config.old_token_action;
-            let outcome = match action {
-                OldTokenAction::Disable => {
-                    rotation::revoke_known(ctx.dynatrace, mgr, &t, None, action, today, deadline)
-                        .await
-                }
-                // A delete reads afresh: a token renamed as leaked since the listing is kept.
-                OldTokenAction::Delete => {
-                    rotation::revoke(ctx.dynatrace, mgr, &id, None, action, today, deadline).await
-                }
-            };
-            match outcome {
+            match rotation::revoke(ctx.dynatrace, mgr, &id, None, action, today, deadline).await {
                 Ok(_) => revoked.push(id),
                 Err(e) => {
                     complete = false;

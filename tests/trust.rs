@@ -434,3 +434,90 @@ async fn the_audit_reports_live_mints_of_deleted_secrets() {
     assert!(w.token(&orphan).enabled);
     w.assert_no_leaks();
 }
+
+/// Whoever may write a secret's `AWSPENDING` can store a token of their own there: the
+/// rotator never re-enables it or grants it scopes, because it does not carry this rotation's
+/// marker (setSecret refuses; testSecret's scope repair leaves it alone).
+#[tokio::test]
+async fn a_foreign_pending_token_is_never_enabled_or_given_scopes() {
+    let w = World::new(&[]).await;
+    let (secret, _) = w.app_secret(json!({})).await;
+    for enabled in [false, true] {
+        let version = w.begin(&secret).await;
+        let theirs = w.emu.seed_token(SeedToken {
+            enabled,
+            ..SeedToken::new("someone's token", &["metrics.read"])
+        });
+        let doc = rotator_sandbox::token_document(&w.emu.url(), &theirs.value, &[]);
+        secrets_manager::put_value(
+            &w.secrets_manager,
+            &secret,
+            &version,
+            &doc,
+            &[secrets_manager::AWSPENDING],
+        )
+        .await
+        .unwrap();
+        let step = if enabled { "testSecret" } else { "setSecret" };
+        let err = w.step(&secret, &version, step).await.unwrap_err();
+        assert_eq!(
+            err.error_type, "NewTokenFailedCheck",
+            "{step}: {}",
+            err.message
+        );
+        let after = w.token(&theirs.id);
+        assert_eq!(after.enabled, enabled, "{step}");
+        assert_eq!(after.scopes, vec!["metrics.read".to_owned()], "{step}");
+        secrets_manager::cancel_rotation(&w.secrets_manager, &secret)
+            .await
+            .unwrap();
+        secrets_manager::remove_stage(
+            &w.secrets_manager,
+            &secret,
+            secrets_manager::AWSPENDING,
+            &version,
+        )
+        .await
+        .unwrap();
+    }
+    w.assert_no_leaks();
+}
+
+/// A manager secret's pending document naming another host: finishSecret, invoked directly,
+/// refuses before any call, so neither manager token reaches that host.
+#[tokio::test]
+async fn a_manager_secret_pending_on_another_host_reaches_nothing() {
+    let w = World::new(&[]).await;
+    let elsewhere = rotator_sandbox::StubServer::replies(vec![rotator_sandbox::Reply::json(
+        200,
+        r#"{"id":"dt0c01.AAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+    )]);
+    // Rotated once: AWSPREVIOUS holds the old manager, whose value finishSecret looks up.
+    w.rotate(&w.manager_secret).await;
+    let version = w.begin(&w.manager_secret).await;
+    let theirs = w
+        .emu
+        .seed_token(SeedToken::new("foreign", &["metrics.read"]));
+    let doc = rotator_sandbox::token_document(&elsewhere.url(), &theirs.value, &[]);
+    secrets_manager::put_value(
+        &w.secrets_manager,
+        &w.manager_secret,
+        &version,
+        &doc,
+        &[secrets_manager::AWSPENDING],
+    )
+    .await
+    .unwrap();
+    let err = w
+        .step(&w.manager_secret, &version, "finishSecret")
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_type, "EnvironmentMismatch", "{}", err.message);
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+    assert!(w.token(&w.manager.id).enabled);
+    w.assert_no_leaks();
+}
